@@ -1,0 +1,350 @@
+"""The ``headrace`` command line: thin Typer commands over :class:`headrace.Project`."""
+
+from __future__ import annotations
+
+import enum
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from headrace.cli import views
+from headrace.core import render
+from headrace.core.records import RunStatus
+from headrace.core.redaction import redact
+from headrace.errors import ConfigError, HeadraceError
+from headrace.project.project import Project
+from headrace.project.scaffold import scaffold
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="headrace",
+    help="ML data pipelines: versioned datasets, run records, caching and partitions.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+runs_app = typer.Typer(help="List runs, or show one run's nodes.", no_args_is_help=False)
+datasets_app = typer.Typer(help="List datasets, show one, or its version history.")
+app.add_typer(runs_app, name="runs")
+app.add_typer(datasets_app, name="datasets")
+
+
+class OutputFormat(enum.StrEnum):
+    """How listings print."""
+
+    table = "table"
+    json = "json"
+
+
+class DagFormat(enum.StrEnum):
+    """How ``headrace dag`` prints."""
+
+    text = "text"
+    mermaid = "mermaid"
+    dot = "dot"
+    json = "json"
+
+
+@dataclass
+class _State:
+    project_dir: Path | None = None
+    debug: bool = False
+
+
+_state = _State()
+_out = Console(highlight=False)
+_err = Console(stderr=True, highlight=False)
+
+ProjectOption = Annotated[
+    Path | None,
+    typer.Option("--project", "-p", help="Project folder (default: here or the nearest above)."),
+]
+FormatOption = Annotated[
+    OutputFormat, typer.Option("--format", "-f", help="table for people, json for scripts.")
+]
+
+
+@app.callback()
+def _root(
+    project: ProjectOption = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks on errors.")
+    ] = False,
+) -> None:
+    """ML data pipelines: versioned datasets, run records, caching and partitions."""
+    _state.project_dir = project
+    _state.debug = debug
+
+
+def _project(project: Path | None) -> Project:
+    return Project.open(project or _state.project_dir)
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")],
+    name: Annotated[str | None, typer.Option(help="Project name (default: folder name).")] = None,
+) -> None:
+    """Create a project: headrace.toml and a pipeline.py that runs as is."""
+    written = scaffold(directory, name=name)
+    for path in written:
+        _out.print(f"created {path}")
+    _out.print(f"next: cd {directory} && headrace run")
+
+
+@app.command()
+def run(
+    pipeline: Annotated[str | None, typer.Argument(help="Pipeline name (default: the only one).")] = None,
+    partition: Annotated[
+        list[str] | None,
+        typer.Option("--partition", help="Run only this partition key, e.g. 2013-01-05 (repeatable)."),
+    ] = None,
+    partitions: Annotated[
+        str | None,
+        typer.Option("--partitions", help="Backfill a range FIRST..LAST, e.g. 2013-01-01..2013-01-31."),
+    ] = None,
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Ignore the cache: run every node.")
+    ] = False,
+    keep_going: Annotated[
+        bool, typer.Option("--keep-going", help="On a failure, still run the independent nodes.")
+    ] = False,
+    config: Annotated[
+        list[str] | None, typer.Option("--config", "-c", help="Override a config value: KEY=VALUE.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Parallel tasks (default: CPUs).")
+    ] = None,
+    project: ProjectOption = None,
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """Run a pipeline: show progress per node, then a summary table."""
+    from headrace.engines.batch.executor import LocalExecutor
+
+    proj = _project(project)
+    selection = [*(partition or []), *([partitions] if partitions else [])]
+    overrides = _parse_config(config or [])
+    executor = LocalExecutor(workers or proj.settings.executor.max_workers)
+    prepared = proj.prepare_run(
+        pipeline,
+        partitions=selection,
+        full_refresh=full_refresh,
+        fail_fast=False if keep_going else None,
+        config=overrides,
+        executor=executor,
+        trigger="cli",
+    )
+    plan = prepared.plan()
+    if output is OutputFormat.json:
+        result = prepared.execute(plan)
+        views.print_json(_out, proj.get_run(result.run_id).to_dict())
+    else:
+        _err.print(
+            f"run [bold]{prepared.run_id}[/] of pipeline [bold]{prepared.graph.pipeline}[/]: "
+            f"{len(plan.tasks)} task(s)" + (f", partitions {_span(plan.partitions)}" if plan.partitions else "")
+        )
+        with views.RunProgress(_err, len(plan.tasks)) as progress:
+            prepared.observer = progress
+            result = prepared.execute(plan)
+        _out.print(views.node_table(result.records, title=f"run {result.run_id}"))
+        _out.print(
+            f"{result.status.value} in {result.duration:.2f}s — "
+            f"inspect with `headrace runs show {result.run_id}`"
+        )
+    if result.status is not RunStatus.SUCCEEDED:
+        result.raise_for_status()
+
+
+@runs_app.callback(invoke_without_command=True)
+def runs(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many runs.")] = 20,
+    pipeline: Annotated[str | None, typer.Option(help="Only runs of this pipeline.")] = None,
+    project: ProjectOption = None,
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """List the newest runs."""
+    if ctx.invoked_subcommand is not None:
+        return
+    proj = _project(project)
+    records = proj.runs(pipeline=pipeline, limit=limit)
+    counts = proj.metadata.node_run_counts([r.run_id for r in records])
+    if output is OutputFormat.json:
+        views.print_json(
+            _out, [{**r.to_dict(), "node_counts": counts.get(r.run_id, {})} for r in records]
+        )
+        return
+    _out.print(views.runs_table(records, counts))
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    project: ProjectOption = None,
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """Show one run: its parameters and every node's outcome."""
+    record = _project(project).get_run(run_id)
+    if output is OutputFormat.json:
+        views.print_json(_out, record.to_dict())
+        return
+    duration = "" if record.duration is None else f" in {record.duration:.2f}s"
+    _out.print(f"run {record.run_id} of {record.pipeline}: {record.status.value}{duration}")
+    _out.print(f"params: {record.params}")
+    if record.config:
+        _out.print(f"config: {record.config}")
+    if record.error:
+        _out.print(f"error: {record.error}")
+    _out.print(views.node_table(record.nodes))
+    for node in record.nodes:
+        if node.error:
+            _out.print(f"\n[bold red]{node.node}[/] error:\n{node.error.strip()}", markup=True)
+
+
+@datasets_app.callback(invoke_without_command=True)
+def datasets(
+    ctx: typer.Context, project: ProjectOption = None, output: FormatOption = OutputFormat.table
+) -> None:
+    """List datasets with their newest version."""
+    if ctx.invoked_subcommand is not None:
+        return
+    versions = _project(project).list_datasets()
+    if output is OutputFormat.json:
+        views.print_json(_out, [v.to_dict() for v in versions])
+        return
+    _out.print(views.dataset_table(versions))
+
+
+@datasets_app.command("show")
+def datasets_show(
+    name: Annotated[str, typer.Argument(help="Dataset name (the node that writes it).")],
+    version: Annotated[int | None, typer.Option("--version", "-v", help="Version (default: newest).")] = None,
+    rows: Annotated[int, typer.Option("--rows", "-n", min=0, help="Preview rows.")] = 10,
+    project: ProjectOption = None,
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """Show a dataset version: schema, row count and a preview."""
+    proj = _project(project)
+    record = proj.dataset_version(name, version)
+    preview = proj.scan(name, record.version).head(rows).collect()
+    if output is OutputFormat.json:
+        views.print_json(_out, {**record.to_dict(), "preview": preview.to_dicts()})
+        return
+    _out.print(
+        f"dataset {name} version {record.version}: {record.total_rows:,} rows, "
+        f"written by run {record.run_id} at {record.created_at:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    _out.print(views.schema_table(dict(record.schema)))
+    _out.print(views.frame_table(preview, title=f"first {preview.height} rows"))
+
+
+@datasets_app.command("history")
+def datasets_history(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    project: ProjectOption = None,
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """List every version of a dataset, newest first."""
+    history = _project(project).dataset_history(name)
+    if output is OutputFormat.json:
+        views.print_json(_out, [v.to_dict() for v in history])
+        return
+    _out.print(views.history_table(name, history))
+
+
+@app.command()
+def dag(
+    pipeline: Annotated[str | None, typer.Argument(help="Pipeline name (default: the only one).")] = None,
+    project: ProjectOption = None,
+    output: Annotated[
+        DagFormat, typer.Option("--format", "-f", help="text, mermaid, dot or json.")
+    ] = DagFormat.text,
+) -> None:
+    """Print the pipeline's DAG as text, Mermaid, Graphviz DOT or JSON."""
+    graph = _project(project).graph(pipeline)
+    if output is DagFormat.json:
+        views.print_json(
+            _out,
+            {
+                "pipeline": graph.pipeline,
+                "nodes": [
+                    {
+                        "name": n.name,
+                        "kind": n.kind.value,
+                        "inputs": list(n.inputs),
+                        "ephemeral": n.ephemeral,
+                        "sql": n.sql,
+                        "partitions": n.partitions.describe() if n.partitions else None,
+                        "description": n.description,
+                    }
+                    for n in graph.nodes
+                ],
+            },
+        )
+        return
+    text = {
+        DagFormat.text: render.to_text,
+        DagFormat.mermaid: render.to_mermaid,
+        DagFormat.dot: render.to_dot,
+    }[output](graph)
+    _out.file.write(text + "\n")
+
+
+def _parse_config(items: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            msg = f"--config {item!r} must read KEY=VALUE"
+            raise ConfigError(msg)
+        values[key.strip()] = value
+    return values
+
+
+def _span(keys: tuple[str, ...]) -> str:
+    return keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]} ({len(keys)})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turn headrace errors into one clear message and exit 1."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        app(args=args, standalone_mode=False)
+    except HeadraceError as exc:
+        if debug:
+            _err.print_exception()
+        _err.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False)
+        if not debug:
+            _err.print("(run with --debug for the traceback)", style="dim")
+        return 1
+    except typer.Abort:
+        _err.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        _err.print("interrupted")
+        return 130
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        if debug:
+            _err.print_exception()
+        _err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {redact(str(exc))}")
+        _err.print("this is a bug in headrace; rerun with --debug and report the traceback")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

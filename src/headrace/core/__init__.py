@@ -1,0 +1,1 @@
+"""The declarative model: pipelines, nodes, partitions. Pure and I/O-free."""

@@ -1,0 +1,84 @@
+"""What the batch engine needs from storage, as protocols.
+
+The engine does not import :mod:`headrace.storage`; the project layer hands it objects that
+fit these protocols (the Delta dataset store and the metadata store do), so the engine can be
+tested, and later distributed, with other implementations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import polars as pl
+
+from headrace.core.partitions import PartitionScheme
+from headrace.core.records import DatasetVersion, NodeRunRecord
+
+__all__ = ["DatasetWriter", "RunLog", "Written"]
+
+
+class Written(Protocol):
+    """The result of one committed dataset write."""
+
+    @property
+    def version(self) -> int: ...
+    @property
+    def rows_written(self) -> int: ...
+    @property
+    def total_rows(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def schema(self) -> Mapping[str, str]: ...
+
+
+class DatasetWriter(Protocol):
+    """Versioned datasets: atomic writes and time-travel reads."""
+
+    def write(
+        self,
+        name: str,
+        frame: pl.DataFrame,
+        *,
+        commit_metadata: Mapping[str, str],
+        partition: tuple[PartitionScheme, str] | None = None,
+    ) -> Written:
+        """Commit ``frame`` as a new version (whole dataset, or one partition of it)."""
+        ...
+
+    def scan(
+        self, name: str, version: int | None = None, *, where: pl.Expr | None = None
+    ) -> pl.LazyFrame:
+        """Read a version lazily."""
+        ...
+
+    def exists(self, name: str) -> bool:
+        """True when the dataset has a committed version."""
+        ...
+
+
+class RunLog(Protocol):
+    """Where runs, node runs and dataset versions are recorded and looked up."""
+
+    def record_node_runs(self, pipeline: str, records: list[NodeRunRecord]) -> None:
+        """Store finished node runs."""
+        ...
+
+    def record_dataset_version(self, version: DatasetVersion) -> None:
+        """Store a committed dataset version."""
+        ...
+
+    def last_successful_node_run(
+        self, pipeline: str, node: str, partition: str | None
+    ) -> NodeRunRecord | None:
+        """The newest succeeded run of a node partition."""
+        ...
+
+    def latest_write(self, dataset: str, partition: str | None) -> DatasetVersion | None:
+        """The newest version that wrote ``partition`` (or the whole dataset)."""
+        ...
+
+    def get_version(self, dataset: str, version: int) -> DatasetVersion | None:
+        """One recorded version."""
+        ...

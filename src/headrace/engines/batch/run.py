@@ -1,0 +1,184 @@
+"""One batch run: plan, record the run, execute the tasks, close the run."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from headrace.core.fingerprint import key_hash
+from headrace.core.graph import Graph
+from headrace.core.records import NodeRunRecord, NodeStatus, RunStatus
+from headrace.core.redaction import redact_mapping
+from headrace.engines.batch.executor import Executor, LocalExecutor
+from headrace.engines.batch.plan import Plan, build_plan
+from headrace.engines.batch.ports import DatasetWriter, RunLog
+from headrace.engines.batch.task import TaskObserver, TaskRunner
+from headrace.errors import RunFailedError
+
+__all__ = ["BatchRun", "RunLogWithRuns", "RunResult", "new_run_id"]
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time plus random bits, e.g. ``20261126T101500-3f9a1c``."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+class RunLogWithRuns(RunLog, Protocol):
+    """A :class:`RunLog` that also opens and closes runs."""
+
+    def start_run(
+        self,
+        *,
+        run_id: str,
+        pipeline: str,
+        started_at: datetime,
+        params: Mapping[str, Any],
+        config: Mapping[str, Any],
+        code_hash: str,
+    ) -> None:
+        """Record a new running run."""
+        ...
+
+    def finish_run(
+        self, run_id: str, *, status: RunStatus, ended_at: datetime, error: str | None = None
+    ) -> None:
+        """Close a run."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run did. ``records`` follow the plan's order."""
+
+    run_id: str
+    pipeline: str
+    status: RunStatus
+    started_at: datetime
+    ended_at: datetime
+    records: tuple[NodeRunRecord, ...]
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    """In-memory values of ephemeral nodes that have no consumers (handy in tests)."""
+
+    @property
+    def ok(self) -> bool:
+        """True when every node succeeded or was a cache hit."""
+        return self.status is RunStatus.SUCCEEDED
+
+    @property
+    def duration(self) -> float:
+        """Seconds the run took."""
+        return (self.ended_at - self.started_at).total_seconds()
+
+    def record(self, node: str, partition: str | None = None) -> NodeRunRecord:
+        """The record of one node (one partition of it)."""
+        for record in self.records:
+            if record.node == node and record.partition == partition:
+                return record
+        msg = f"run {self.run_id} has no record of node {node!r} partition {partition!r}"
+        raise KeyError(msg)
+
+    def statuses(self) -> dict[str, NodeStatus]:
+        """Task id -> status."""
+        return {
+            (r.node if r.partition is None else f"{r.node}[{r.partition}]"): r.status
+            for r in self.records
+        }
+
+    def raise_for_status(self) -> RunResult:
+        """Raise :class:`RunFailedError` naming the failed nodes unless the run succeeded."""
+        if self.ok:
+            return self
+        failed = [r for r in self.records if r.status is NodeStatus.FAILED]
+        lines = [f"run {self.run_id} of pipeline {self.pipeline!r} failed:"]
+        for record in failed:
+            first = (record.error or "").splitlines()[0] if record.error else "unknown error"
+            where = f"[{record.partition}]" if record.partition else ""
+            lines.append(f"  node {record.node}{where}: {first}")
+        lines.append(f"see `headrace runs show {self.run_id}` for details")
+        raise RunFailedError(self.run_id, "\n".join(lines))
+
+
+@dataclass
+class BatchRun:
+    """Everything one batch run needs. Call :meth:`execute` once."""
+
+    graph: Graph
+    store: DatasetWriter
+    log: RunLogWithRuns
+    executor: Executor = field(default_factory=LocalExecutor)
+    partitions: Sequence[str] = ()
+    full_refresh: bool = False
+    fail_fast: bool = True
+    observer: TaskObserver | None = None
+    run_id: str = field(default_factory=new_run_id)
+    trigger: str = "api"
+
+    def plan(self) -> Plan:
+        """The tasks this run will execute."""
+        return build_plan(self.graph, partitions=self.partitions)
+
+    def execute(self, plan: Plan | None = None) -> RunResult:
+        """Run every task; never raises for node failures (see :meth:`RunResult.raise_for_status`)."""
+        plan = plan or self.plan()
+        code_hashes = self.graph.code_hashes
+        started = datetime.now(UTC)
+        self.log.start_run(
+            run_id=self.run_id,
+            pipeline=self.graph.pipeline,
+            started_at=started,
+            params={
+                "partitions": list(plan.partitions),
+                "full_refresh": self.full_refresh,
+                "fail_fast": self.fail_fast,
+                "trigger": self.trigger,
+                "executor": type(self.executor).__name__,
+            },
+            config=redact_mapping(self.graph.config),
+            code_hash=key_hash(*sorted(code_hashes.items())),
+        )
+        runner = TaskRunner(
+            run_id=self.run_id,
+            plan=plan,
+            store=self.store,
+            log=self.log,
+            code_hash_of=code_hashes,
+            full_refresh=self.full_refresh,
+            observer=self.observer,
+        )
+        error: str | None = None
+        try:
+            records = self.executor.execute(
+                plan, runner, runner.skipped, fail_fast=self.fail_fast
+            )
+        except BaseException as exc:
+            error = f"interrupted: {type(exc).__name__}: {exc}"
+            self.log.finish_run(
+                self.run_id, status=RunStatus.FAILED, ended_at=datetime.now(UTC), error=error
+            )
+            raise
+        ordered = tuple(records[task.id] for task in plan.tasks)
+        failed = [r for r in ordered if r.status is NodeStatus.FAILED]
+        status = RunStatus.FAILED if failed else RunStatus.SUCCEEDED
+        if failed:
+            error = f"{len(failed)} node(s) failed: " + ", ".join(r.node for r in failed)
+        ended = datetime.now(UTC)
+        self.log.finish_run(self.run_id, status=status, ended_at=ended, error=error)
+        leaves = {
+            task.node.name: runner.outputs[task.id].value
+            for task in plan.tasks
+            if task.node.ephemeral
+            and not self.graph.downstream[task.node.name]
+            and task.id in runner.outputs
+        }
+        return RunResult(
+            run_id=self.run_id,
+            pipeline=self.graph.pipeline,
+            status=status,
+            started_at=started,
+            ended_at=ended,
+            records=ordered,
+            outputs=leaves,
+        )

@@ -1,0 +1,520 @@
+"""Running one task: bind inputs, decide cache hit or miss, call, retry, persist, record.
+
+Cache key of a task = hash(node code hash, the config values it reads, its partition, and a
+key per input). An input's key is the content hash of the data the task reads (for a persisted
+upstream) or the upstream's own cache key (for an ephemeral upstream, which is never stored).
+Because keys follow content, a node that is recomputed with an identical result does not make
+its downstream nodes run again, and it does not commit a new dataset version either.
+
+A persisted task is a cache hit when its last successful run had the same key and its output
+version is still the newest write of its partition. Sinks are hits on the key alone. Ephemeral
+tasks always run; return a ``LazyFrame`` from them so their cost is paid only by consumers that
+actually run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import polars as pl
+
+from headrace.core.context import NodeContext
+from headrace.core.fingerprint import content_hash, key_hash
+from headrace.core.node import Binding, BindingKind, Node, NodeKind
+from headrace.core.records import DatasetVersion, NodeRunRecord, NodeStatus
+from headrace.core.redaction import redact
+from headrace.engines.batch.plan import Plan, Task
+from headrace.engines.batch.ports import DatasetWriter, RunLog
+from headrace.errors import NodeExecutionError, NodeTimeoutError
+
+__all__ = ["Output", "TaskObserver", "TaskRunner"]
+
+
+class TaskObserver(Protocol):
+    """Told when tasks start and end (e.g. to draw progress). Called from worker threads."""
+
+    def task_started(self, task: Task) -> None:
+        """A task is about to run (or to be checked against the cache)."""
+
+    def task_finished(self, task: Task, record: NodeRunRecord) -> None:
+        """A task ended, with its record."""
+
+
+@dataclass
+class Output:
+    """A finished task's output as its consumers see it."""
+
+    key: str
+    """Content hash (persisted) or cache key (ephemeral): what downstream cache keys use."""
+    value: Any = None
+    """The value in memory, or None when it must be read from the store (cache hits)."""
+    rows: int | None = None
+    dataset: str | None = None
+    version: int | None = None
+
+
+@dataclass
+class _Attempted:
+    value: Any
+    frame: pl.DataFrame | None
+    attempts: int
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TaskRunner:
+    """Runs single tasks of one run. Thread-safe: an executor may call it from many threads."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        plan: Plan,
+        store: DatasetWriter,
+        log: RunLog,
+        code_hash_of: Mapping[str, str],
+        full_refresh: bool = False,
+        observer: TaskObserver | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.plan = plan
+        self.graph = plan.graph
+        self.store = store
+        self.log = log
+        self.code_hash_of = code_hash_of
+        self.full_refresh = full_refresh
+        self.observer = observer
+        self.outputs: dict[str, Output] = {}
+        self._consumers = {tid: len(children) for tid, children in plan.downstream().items()}
+        self._lock = threading.Lock()
+
+    # -- executor entry points -----------------------------------------------------------------
+
+    def __call__(self, task: Task) -> NodeRunRecord:
+        """Run ``task`` and return its record; a node failure is a ``failed`` record."""
+        if self.observer is not None:
+            self.observer.task_started(task)
+        started = _now()
+        try:
+            record = self._run(task, started)
+        except Exception as exc:  # noqa: BLE001 - a node failure becomes a failed record
+            record = self._record(
+                task, NodeStatus.FAILED, started, attempts=getattr(exc, "attempts", 1),
+                error=_describe(exc), cache_reason=getattr(exc, "cache_reason", ""),
+            )
+        self._finish(task, record)
+        return record
+
+    def skipped(self, task: Task, status: NodeStatus) -> NodeRunRecord:
+        """The record of a task that did not run (upstream failed, or run cancelled)."""
+        now = _now()
+        reason = "an upstream node failed" if status is NodeStatus.UPSTREAM_FAILED else (
+            "run stopped at the first failure"
+        )
+        record = self._record(task, status, now, attempts=0, cache_reason=reason)
+        self._finish(task, record)
+        return record
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _finish(self, task: Task, record: NodeRunRecord) -> None:
+        self.log.record_node_runs(self.graph.pipeline, [record])
+        if record.status.ok:
+            self._release_inputs(task)
+        if self.observer is not None:
+            self.observer.task_finished(task, record)
+
+    def _run(self, task: Task, started: datetime) -> NodeRunRecord:
+        node = task.node
+        code_hash = self.code_hash_of[node.name]
+        inputs, input_keys, rows_in = self._resolve_inputs(task)
+        config = self._config_for(node)
+        cache_key = key_hash(
+            code_hash, node.kind.value, config, task.partition, sorted(input_keys.items())
+        )
+        if node.ephemeral:
+            reason = "ephemeral: always runs"
+        elif not node.cache:
+            reason = "source: re-reads every run" if node.kind is NodeKind.SOURCE else "cache=False"
+        if not node.ephemeral and node.cache:
+            hit, reason = self._cached(task, cache_key, code_hash)
+            if hit is not None:
+                self.outputs[task.id] = hit
+                return self._record(
+                    task, NodeStatus.CACHED, started, attempts=0, cache_hit=True,
+                    cache_reason=reason, cache_key=cache_key, rows_in=rows_in,
+                    rows_out=hit.rows, dataset=hit.dataset, version=hit.version,
+                )
+        try:
+            attempted = self._attempt(task, inputs, config)
+        except Exception as exc:
+            exc.cache_reason = reason  # type: ignore[attr-defined]
+            raise
+        if node.kind is NodeKind.SINK:
+            self.outputs[task.id] = Output(key=cache_key)
+            return self._record(
+                task, NodeStatus.SUCCEEDED, started, attempts=attempted.attempts,
+                cache_reason=reason, cache_key=cache_key, rows_in=rows_in,
+            )
+        if node.ephemeral:
+            value = attempted.value
+            rows = value.height if isinstance(value, pl.DataFrame) else None
+            self.outputs[task.id] = Output(key=cache_key, value=value, rows=rows)
+            return self._record(
+                task, NodeStatus.SUCCEEDED, started, attempts=attempted.attempts,
+                cache_reason=reason, cache_key=cache_key, rows_in=rows_in, rows_out=rows,
+            )
+        frame = attempted.frame
+        assert frame is not None
+        output, unchanged = self._persist(task, frame, cache_key, code_hash)
+        self.outputs[task.id] = output
+        return self._record(
+            task, NodeStatus.SUCCEEDED, started, attempts=attempted.attempts,
+            cache_reason=reason + ("; output unchanged, no new version" if unchanged else ""),
+            cache_key=cache_key, rows_in=rows_in, rows_out=frame.height,
+            bytes_out=frame.estimated_size(), dataset=output.dataset, version=output.version,
+        )
+
+    def _config_for(self, node: Node) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for binding in node.bindings:
+            if binding.kind is BindingKind.CONFIG:
+                values[binding.parameter] = self.graph.config.get(binding.source, binding.default)
+        return values
+
+    def _resolve_inputs(self, task: Task) -> tuple[dict[str, Any], dict[str, str], int | None]:
+        values: dict[str, Any] = {}
+        keys: dict[str, str] = {}
+        rows_total: int | None = None
+        needed = set(task.upstream)
+        for name in task.node.inputs:
+            upstream_ids = [tid for tid in self.plan.tasks_by_node[name] if tid in needed]
+            outputs = [self.outputs[tid] for tid in upstream_ids]
+            upstream = self.graph.node(name)
+            same_scheme = (
+                task.partition is not None and upstream.partitions == task.node.partitions
+            )
+            where = (
+                task.node.partitions.filter(task.partition)
+                if same_scheme and task.node.partitions is not None and task.partition
+                else None
+            )
+            if len(outputs) == 1:
+                output = outputs[0]
+                keys[name] = output.key
+                values[name] = self._materialise(output, where)
+                rows = output.rows
+            elif upstream.ephemeral:
+                keys[name] = key_hash(*(o.key for o in outputs))
+                values[name] = pl.concat([_lazy(o.value) for o in outputs], how="diagonal_relaxed")
+                rows = None
+            else:
+                # Several partitions of a persisted upstream: read its newest recorded version.
+                newest = self.log.latest_write(name, None)
+                assert newest is not None
+                keys[name] = f"{name}@{newest.version}:{newest.content_hash}"
+                values[name] = self.store.scan(name, newest.version, where=where)
+                rows = newest.total_rows
+            if rows is not None:
+                rows_total = (rows_total or 0) + rows
+        return values, keys, rows_total
+
+    def _materialise(self, output: Output, where: pl.Expr | None) -> Any:
+        if output.value is None and output.dataset is not None:
+            return self.store.scan(output.dataset, output.version, where=where)
+        value = output.value
+        if isinstance(value, pl.DataFrame):
+            value = value.lazy()
+        if where is not None and isinstance(value, pl.LazyFrame):
+            value = value.filter(where)
+        return value
+
+    def _cached(self, task: Task, cache_key: str, code_hash: str) -> tuple[Output | None, str]:
+        if self.full_refresh:
+            return None, "full refresh requested"
+        node = task.node
+        previous = self.log.last_successful_node_run(self.graph.pipeline, node.name, task.partition)
+        if previous is None:
+            return None, "never ran before"
+        if previous.cache_key != cache_key:
+            if previous.code_hash != code_hash:
+                return None, "code changed"
+            return None, "inputs or config changed"
+        if node.kind is NodeKind.SINK:
+            return Output(key=cache_key), "code, config and inputs unchanged"
+        newest = self.log.latest_write(node.name, task.partition)
+        if newest is None or newest.version != previous.output_version:
+            return None, "output was overwritten since"
+        if not self.store.exists(node.name):
+            return None, "stored output is missing"
+        output = Output(
+            key=newest.content_hash,
+            rows=newest.rows_written,
+            dataset=node.name,
+            version=newest.version,
+        )
+        return output, "code, config and inputs unchanged"
+
+    def _attempt(self, task: Task, inputs: dict[str, Any], config: dict[str, Any]) -> _Attempted:
+        node = task.node
+        policy = node.retry
+        attempts = policy.retries + 1
+        for attempt in range(1, attempts + 1):
+            time.sleep(policy.wait_before(attempt))
+            context = NodeContext(
+                run_id=self.run_id,
+                node=node.name,
+                attempt=attempt,
+                partition=task.partition,
+                scheme=node.partitions,
+                config=self.graph.config,
+            )
+            try:
+                value, frame = _with_timeout(
+                    node, lambda ctx=context: self._call(task, inputs, config, ctx)
+                )
+                return _Attempted(value, frame, attempt)
+            except Exception as exc:
+                if attempt == attempts:
+                    exc.attempts = attempt  # type: ignore[attr-defined]
+                    raise
+                context.logger.warning(
+                    "node %s attempt %d/%d failed: %s", node.name, attempt, attempts, exc
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _call(
+        self, task: Task, inputs: dict[str, Any], config: dict[str, Any], context: NodeContext
+    ) -> tuple[Any, pl.DataFrame | None]:
+        node = task.node
+        if node.sql is not None:
+            value: Any = _run_sql(node, inputs)
+        else:
+            assert node.fn is not None
+            value = node.fn(**_arguments(node.bindings, inputs, config, context))
+        if node.kind is NodeKind.SINK:
+            return None, None
+        if task.partition is not None and node.partitions is not None:
+            value = _filtered(node, value, node.partitions.filter(task.partition))
+        if node.ephemeral:
+            return value, None
+        frame = _as_frame(node, value)
+        return frame, frame
+
+    def _persist(
+        self, task: Task, frame: pl.DataFrame, cache_key: str, code_hash: str
+    ) -> tuple[Output, bool]:
+        node = task.node
+        digest = content_hash(frame)
+        previous = self.log.latest_write(node.name, task.partition)
+        if (
+            previous is not None
+            and previous.content_hash == digest
+            and previous.partition == task.partition
+            and self.store.exists(node.name)
+        ):
+            return Output(
+                key=digest, value=frame, rows=frame.height, dataset=node.name,
+                version=previous.version,
+            ), True
+        partition = (
+            (node.partitions, task.partition)
+            if node.partitions is not None and task.partition is not None
+            else None
+        )
+        written = self.store.write(
+            node.name,
+            frame,
+            commit_metadata={
+                "headrace.run_id": self.run_id,
+                "headrace.pipeline": self.graph.pipeline,
+                "headrace.node": node.name,
+                "headrace.code_hash": code_hash,
+                "headrace.cache_key": cache_key,
+                "headrace.partition": task.partition or "",
+            },
+            partition=partition,
+        )
+        self.log.record_dataset_version(
+            DatasetVersion(
+                dataset=node.name,
+                version=written.version,
+                run_id=self.run_id,
+                node=node.name,
+                created_at=_now(),
+                partition=task.partition,
+                rows_written=written.rows_written,
+                total_rows=written.total_rows,
+                bytes=written.bytes,
+                content_hash=digest,
+                schema=dict(written.schema),
+                cache_key=cache_key,
+                code_hash=code_hash,
+            )
+        )
+        return Output(
+            key=digest, value=frame, rows=frame.height, dataset=node.name,
+            version=written.version,
+        ), False
+
+    def _release_inputs(self, task: Task) -> None:
+        with self._lock:
+            for upstream in task.upstream:
+                self._consumers[upstream] -= 1
+                output = self.outputs.get(upstream)
+                if self._consumers[upstream] == 0 and output is not None:
+                    output.value = None  # persisted outputs can still be read from the store
+
+    def _record(
+        self,
+        task: Task,
+        status: NodeStatus,
+        started: datetime,
+        *,
+        attempts: int,
+        cache_hit: bool = False,
+        cache_reason: str = "",
+        cache_key: str = "",
+        rows_in: int | None = None,
+        rows_out: int | None = None,
+        bytes_out: int | None = None,
+        dataset: str | None = None,
+        version: int | None = None,
+        error: str | None = None,
+    ) -> NodeRunRecord:
+        return NodeRunRecord(
+            run_id=self.run_id,
+            node=task.node.name,
+            partition=task.partition,
+            status=status,
+            started_at=started,
+            ended_at=_now(),
+            attempts=attempts,
+            rows_in=rows_in,
+            rows_out=rows_out,
+            bytes_out=bytes_out,
+            cache_hit=cache_hit,
+            cache_reason=cache_reason,
+            cache_key=cache_key,
+            code_hash=self.code_hash_of[task.node.name],
+            output_dataset=dataset,
+            output_version=version,
+            error=error,
+        )
+
+
+def _arguments(
+    bindings: tuple[Binding, ...],
+    inputs: dict[str, Any],
+    config: dict[str, Any],
+    context: NodeContext,
+) -> dict[str, Any]:
+    arguments: dict[str, Any] = {}
+    for binding in bindings:
+        if binding.kind is BindingKind.CONTEXT:
+            arguments[binding.parameter] = context
+        elif binding.kind is BindingKind.CONFIG:
+            arguments[binding.parameter] = config[binding.parameter]
+        else:
+            value = inputs[binding.source]
+            if binding.wants_dataframe and isinstance(value, pl.LazyFrame):
+                value = value.collect()
+            arguments[binding.parameter] = value
+    return arguments
+
+
+def _run_sql(node: Node, inputs: dict[str, Any]) -> pl.DataFrame:
+    import duckdb
+
+    assert node.sql is not None
+    connection = duckdb.connect()
+    try:
+        for name, value in inputs.items():
+            connection.register(name, value)
+        return connection.sql(node.sql).pl()
+    except duckdb.Error as exc:
+        msg = f"SQL of node {node.name!r} failed: {exc}"
+        raise NodeExecutionError(node.name, msg) from exc
+    finally:
+        connection.close()
+
+
+def _lazy(value: Any) -> pl.LazyFrame:
+    if isinstance(value, pl.LazyFrame):
+        return value
+    if isinstance(value, pl.DataFrame):
+        return value.lazy()
+    msg = f"expected a frame, got {type(value).__name__}"
+    raise TypeError(msg)
+
+
+def _filtered(node: Node, value: Any, where: pl.Expr) -> Any:
+    if isinstance(value, pl.LazyFrame | pl.DataFrame):
+        assert node.partitions is not None
+        if node.partitions.column not in value.collect_schema().names():
+            msg = (
+                f"partitioned node {node.name!r} returned no column "
+                f"{node.partitions.column!r}; its partitions are {node.partitions.describe()}"
+            )
+            raise NodeExecutionError(node.name, msg)
+        return value.filter(where)
+    return value
+
+
+def _as_frame(node: Node, value: Any) -> pl.DataFrame:
+    if isinstance(value, pl.LazyFrame):
+        return value.collect()
+    if isinstance(value, pl.DataFrame):
+        return value
+    if hasattr(value, "__arrow_c_stream__") or hasattr(value, "__arrow_c_array__"):
+        frame = pl.DataFrame(value)
+        return frame
+    msg = (
+        f"node {node.name!r} returned {type(value).__name__}, but its output is stored as a "
+        "dataset: return a polars DataFrame or LazyFrame, or declare it ephemeral=True to hand "
+        "other values to its consumers in memory"
+    )
+    raise NodeExecutionError(node.name, msg)
+
+
+def _with_timeout(
+    node: Node, call: Callable[[], tuple[Any, pl.DataFrame | None]]
+) -> tuple[Any, pl.DataFrame | None]:
+    if node.timeout is None:
+        return call()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the waiting thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name=f"headrace-{node.name}", daemon=True)
+    worker.start()
+    worker.join(node.timeout)
+    if worker.is_alive():
+        msg = (
+            f"node {node.name!r} timed out after {node.timeout:g}s; raise its timeout= or make "
+            "it faster (the abandoned attempt's result is discarded)"
+        )
+        raise NodeTimeoutError(node.name, msg)
+    if "error" in box:
+        raise box["error"]
+    result: tuple[Any, pl.DataFrame | None] = box["result"]
+    return result
+
+
+def _describe(exc: BaseException) -> str:
+    summary = str(exc) if isinstance(exc, NodeExecutionError) else f"{type(exc).__name__}: {exc}"
+    detail = "".join(traceback.format_exception(exc))
+    return redact(f"{summary}\n\n{detail}")
+

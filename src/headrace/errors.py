@@ -1,0 +1,125 @@
+"""The headrace exception tree.
+
+Every error headrace raises on purpose is a :class:`HeadraceError`. Its message names the
+object that is wrong (a node, a dataset, a setting) and the likely fix. Errors from libraries
+(Polars, deltalake, SQLAlchemy, ...) are converted at the boundary with ``raise ... from exc``
+so that the original traceback stays available (``headrace --debug``).
+
+::
+
+    HeadraceError
+    ├── ConfigError                  headrace.toml / environment settings are wrong
+    │   └── ProjectNotFoundError     no headrace.toml where one was expected
+    ├── PipelineError                the pipeline definition is wrong (found at plan time)
+    │   ├── DuplicateNodeError       two nodes with one name
+    │   ├── UnknownInputError        a node names an input that is not a node
+    │   ├── CycleError               the dependencies form a cycle
+    │   ├── MissingConfigError       a node needs a config value nobody set
+    │   ├── PartitionError           a partition key or range that does not fit the node
+    │   └── UnknownNodeError         a node or pipeline name that does not exist
+    ├── NodeExecutionError           a node's function failed (after its retries)
+    │   └── NodeTimeoutError         a node ran longer than its timeout
+    ├── RunFailedError               a run ended with failed nodes
+    ├── DatasetError                 reading or writing a versioned dataset failed
+    │   ├── DatasetNotFoundError     no such dataset
+    │   └── DatasetVersionNotFoundError  no such version of a dataset
+    └── MetadataError                the metadata database cannot be reached or migrated
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "CycleError",
+    "DatasetError",
+    "DatasetNotFoundError",
+    "DatasetVersionNotFoundError",
+    "DuplicateNodeError",
+    "HeadraceError",
+    "MetadataError",
+    "MissingConfigError",
+    "NodeExecutionError",
+    "NodeTimeoutError",
+    "PartitionError",
+    "PipelineError",
+    "ProjectNotFoundError",
+    "RunFailedError",
+    "UnknownInputError",
+    "UnknownNodeError",
+]
+
+
+class HeadraceError(Exception):
+    """Root of every error headrace raises on purpose."""
+
+
+class ConfigError(HeadraceError):
+    """A setting in ``headrace.toml`` or a ``HEADRACE_*`` variable is wrong."""
+
+
+class ProjectNotFoundError(ConfigError):
+    """No ``headrace.toml`` was found where a project was expected."""
+
+
+class PipelineError(HeadraceError):
+    """The pipeline definition is wrong; raised before anything runs."""
+
+
+class DuplicateNodeError(PipelineError):
+    """Two nodes share one name."""
+
+
+class UnknownInputError(PipelineError):
+    """A node names an input that is neither a node nor a config value."""
+
+
+class CycleError(PipelineError):
+    """The node dependencies form a cycle."""
+
+
+class MissingConfigError(PipelineError):
+    """A node declares a config key that has no value."""
+
+
+class PartitionError(PipelineError):
+    """A partition key or range does not fit the node's partition scheme."""
+
+
+class UnknownNodeError(PipelineError):
+    """A node or pipeline name that does not exist was asked for."""
+
+
+class NodeExecutionError(HeadraceError):
+    """A node's function raised (after all its retries)."""
+
+    def __init__(self, node: str, message: str) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+class NodeTimeoutError(NodeExecutionError):
+    """A node ran longer than its timeout."""
+
+
+class RunFailedError(HeadraceError):
+    """A run ended with at least one failed node."""
+
+    def __init__(self, run_id: str, message: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class DatasetError(HeadraceError):
+    """Reading or writing a versioned dataset failed."""
+
+
+class DatasetNotFoundError(DatasetError):
+    """No dataset with that name exists."""
+
+
+class DatasetVersionNotFoundError(DatasetError):
+    """The dataset exists, but not at that version."""
+
+
+class MetadataError(HeadraceError):
+    """The metadata database cannot be reached, read or migrated."""

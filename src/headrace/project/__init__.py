@@ -1,0 +1,1 @@
+"""The Python API over a project folder: settings, pipelines, runs and datasets."""

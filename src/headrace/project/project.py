@@ -1,0 +1,305 @@
+"""A headrace project: a folder with ``headrace.toml``, pipeline modules and a state folder.
+
+Example:
+    >>> import tempfile, polars as pl, headrace as hr
+    >>> pipeline = hr.Pipeline("hello")
+    >>> @pipeline.source
+    ... def greetings() -> pl.DataFrame:
+    ...     return pl.DataFrame({"word": ["hello", "world"]})
+    >>> with tempfile.TemporaryDirectory() as folder, hr.Project.create(folder) as project:
+    ...     result = project.run(pipeline)
+    ...     print(result.status.value, project.read("greetings").height)
+    succeeded 2
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import polars as pl
+
+from headrace.core.graph import Graph
+from headrace.core.pipeline import Pipeline
+from headrace.core.records import DatasetVersion, RunRecord
+from headrace.core.redaction import redact
+from headrace.engines.batch.executor import Executor, LocalExecutor
+from headrace.engines.batch.run import BatchRun, RunResult
+from headrace.engines.batch.task import TaskObserver
+from headrace.errors import (
+    ConfigError,
+    DatasetNotFoundError,
+    PipelineError,
+    ProjectNotFoundError,
+    UnknownNodeError,
+)
+from headrace.project.settings import SETTINGS_FILE, Settings, load_settings
+from headrace.storage.datasets import DatasetStore
+from headrace.storage.metadata import MetadataStore
+
+__all__ = ["Project"]
+
+
+class Project:
+    """Settings, pipelines and state of one project folder."""
+
+    def __init__(self, root: Path | str, settings: Settings | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.settings = settings if settings is not None else load_settings(self.root)
+
+    def __repr__(self) -> str:
+        return f"Project({str(self.root)!r})"
+
+    # -- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path | str | None = None) -> Project:
+        """The project whose ``headrace.toml`` is in ``path`` (default: here) or above it."""
+        start = Path(path or Path.cwd()).resolve()
+        for folder in (start, *start.parents):
+            if (folder / SETTINGS_FILE).is_file():
+                return cls(folder)
+        msg = (
+            f"no {SETTINGS_FILE} in {start} or any folder above it; run `headrace init` to "
+            "create a project, or pass --project DIR"
+        )
+        raise ProjectNotFoundError(msg)
+
+    @classmethod
+    def create(cls, path: Path | str, *, name: str | None = None) -> Project:
+        """A project in ``path`` (created if missing) with default settings.
+
+        Writes a minimal ``headrace.toml`` when there is none; for programmatic use, tests and
+        notebooks, where pipelines are passed to :meth:`run` directly.
+        """
+        root = Path(path).resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        settings_file = root / SETTINGS_FILE
+        if not settings_file.exists():
+            settings_file.write_text(
+                f'[project]\nname = "{name or root.name}"\npipelines = []\n', encoding="utf-8"
+            )
+        return cls(root)
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def state_dir(self) -> Path:
+        """The state folder (``.headrace`` unless configured)."""
+        root = self.settings.storage.root
+        return root if root.is_absolute() else self.root / root
+
+    @property
+    def metadata_url(self) -> str:
+        """The metadata database URL (SQLite in the state folder unless configured)."""
+        return self.settings.metadata.url or f"sqlite:///{self.state_dir / 'metadata.db'}"
+
+    @cached_property
+    def metadata(self) -> MetadataStore:
+        """The metadata store (opened and migrated on first use)."""
+        return MetadataStore(self.metadata_url)
+
+    @cached_property
+    def datasets(self) -> DatasetStore:
+        """The versioned dataset store."""
+        return DatasetStore(self.state_dir / "data")
+
+    def close(self) -> None:
+        """Release database connections."""
+        if "metadata" in self.__dict__:
+            self.metadata.close()
+            del self.__dict__["metadata"]
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- pipelines ---------------------------------------------------------------------------
+
+    @cached_property
+    def pipelines(self) -> dict[str, Pipeline]:
+        """The pipelines defined in the modules listed under ``[project] pipelines``."""
+        found: dict[str, Pipeline] = {}
+        for entry in self.settings.project.pipelines:
+            module = _load_module(self.root, entry)
+            for value in vars(module).values():
+                if isinstance(value, Pipeline):
+                    if value.name in found and found[value.name] is not value:
+                        msg = f"two pipelines are named {value.name!r}; rename one"
+                        raise PipelineError(msg)
+                    found[value.name] = value
+        return found
+
+    def pipeline(self, name: str | None = None) -> Pipeline:
+        """A pipeline by name; without a name, the only one."""
+        pipelines = self.pipelines
+        if name is not None:
+            if name not in pipelines:
+                known = ", ".join(sorted(pipelines)) or "none"
+                msg = f"project {self.root} has no pipeline {name!r} (it has: {known})"
+                raise UnknownNodeError(msg)
+            return pipelines[name]
+        if len(pipelines) == 1:
+            return next(iter(pipelines.values()))
+        if not pipelines:
+            msg = (
+                f"project {self.root} defines no pipeline: list the modules that do under "
+                f"[project] pipelines in {SETTINGS_FILE}"
+            )
+            raise ConfigError(msg)
+        msg = f"project has several pipelines ({', '.join(sorted(pipelines))}): name one"
+        raise ConfigError(msg)
+
+    def graph(
+        self, pipeline: Pipeline | str | None = None, config: Mapping[str, Any] | None = None
+    ) -> Graph:
+        """The validated graph of a pipeline with the project's config (plus ``config``)."""
+        chosen = pipeline if isinstance(pipeline, Pipeline) else self.pipeline(pipeline)
+        return chosen.validate({**self.settings.config, **(config or {})})
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run(
+        self,
+        pipeline: Pipeline | str | None = None,
+        *,
+        partitions: Sequence[str] = (),
+        full_refresh: bool = False,
+        fail_fast: bool | None = None,
+        config: Mapping[str, Any] | None = None,
+        executor: Executor | None = None,
+        observer: TaskObserver | None = None,
+        trigger: str = "api",
+    ) -> RunResult:
+        """Run a pipeline. Node failures are in the result (see ``RunResult.raise_for_status``)."""
+        return self.prepare_run(
+            pipeline,
+            partitions=partitions,
+            full_refresh=full_refresh,
+            fail_fast=fail_fast,
+            config=config,
+            executor=executor,
+            observer=observer,
+            trigger=trigger,
+        ).execute()
+
+    def prepare_run(
+        self,
+        pipeline: Pipeline | str | None = None,
+        *,
+        partitions: Sequence[str] = (),
+        full_refresh: bool = False,
+        fail_fast: bool | None = None,
+        config: Mapping[str, Any] | None = None,
+        executor: Executor | None = None,
+        observer: TaskObserver | None = None,
+        trigger: str = "api",
+    ) -> BatchRun:
+        """A validated, planned run ready to :meth:`~BatchRun.execute` (plan errors raise here)."""
+        graph = self.graph(pipeline, config)
+        run = BatchRun(
+            graph=graph,
+            store=self.datasets,
+            log=self.metadata,
+            executor=executor or self._executor(),
+            partitions=tuple(partitions),
+            full_refresh=full_refresh,
+            fail_fast=self.settings.executor.fail_fast if fail_fast is None else fail_fast,
+            observer=observer,
+            trigger=trigger,
+        )
+        run.plan()  # plan-time errors (partitions) surface before anything runs
+        return run
+
+    def _executor(self) -> Executor:
+        kind = self.settings.executor.kind
+        if kind != "local":
+            msg = f"[executor] kind = {kind!r} is not available; use \"local\""
+            raise ConfigError(msg)
+        return LocalExecutor(self.settings.executor.max_workers)
+
+    # -- inspecting --------------------------------------------------------------------------
+
+    def runs(self, *, pipeline: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """Newest runs first."""
+        return self.metadata.list_runs(pipeline=pipeline, limit=limit)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """One run with its node runs (a unique prefix of the id is enough)."""
+        record = self.metadata.get_run(run_id)
+        if record is None:
+            msg = f"no run {run_id!r} in this project (or the prefix is ambiguous); see `headrace runs`"
+            raise UnknownNodeError(msg)
+        return record
+
+    def list_datasets(self) -> list[DatasetVersion]:
+        """The newest version of every dataset."""
+        return self.metadata.list_datasets()
+
+    def dataset_history(self, name: str) -> list[DatasetVersion]:
+        """Every version of a dataset, newest first."""
+        history = self.metadata.dataset_history(name)
+        if not history:
+            raise DatasetNotFoundError(_no_dataset(name, self.list_datasets()))
+        return history
+
+    def dataset_version(self, name: str, version: int | None = None) -> DatasetVersion:
+        """The record of one version (default: the newest)."""
+        history = self.dataset_history(name)
+        if version is None:
+            return history[0]
+        for entry in history:
+            if entry.version == version:
+                return entry
+        known = ", ".join(str(v.version) for v in history)
+        msg = f"dataset {name!r} has no version {version} (it has: {known})"
+        raise DatasetNotFoundError(msg)
+
+    def scan(self, name: str, version: int | None = None) -> pl.LazyFrame:
+        """A dataset at a version (default: the newest recorded), lazily — time travel."""
+        record = self.dataset_version(name, version)
+        return self.datasets.scan(name, record.version)
+
+    def read(self, name: str, version: int | None = None) -> pl.DataFrame:
+        """A dataset at a version (default: the newest recorded)."""
+        return self.scan(name, version).collect()
+
+
+def _no_dataset(name: str, known: list[DatasetVersion]) -> str:
+    names = ", ".join(v.dataset for v in known) or "none yet"
+    return f"no dataset {name!r} in this project (datasets: {names}); see `headrace datasets`"
+
+
+def _load_module(root: Path, entry: str) -> ModuleType:
+    path = (root / entry).resolve()
+    if not path.is_file():
+        msg = f"pipeline module {entry!r} listed in {SETTINGS_FILE} does not exist at {path}"
+        raise ConfigError(msg)
+    digest = hashlib.blake2b(str(path).encode(), digest_size=6).hexdigest()
+    module_name = f"_headrace_project_{digest}_{path.stem}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # so a pipeline module can import its sibling modules
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        if isinstance(exc, PipelineError):
+            raise
+        msg = f"importing pipeline module {entry!r} failed: {type(exc).__name__}: {redact(str(exc))}"
+        raise ConfigError(msg) from exc
+    return module

@@ -1,0 +1,128 @@
+"""Typed project settings: ``headrace.toml``, overridden by ``HEADRACE_<SECTION>_<KEY>`` variables.
+
+::
+
+    [project]
+    name = "flights"
+    pipelines = ["pipeline.py"]      # files (relative to the project) defining hr.Pipeline objects
+
+    [storage]
+    root = ".headrace"               # state folder: metadata.db, datasets under data/
+
+    [metadata]
+    url = "postgresql://me@db/headrace"   # default: SQLite in the state folder
+
+    [executor]
+    max_workers = 4                  # default: CPU count
+    fail_fast = true
+
+    [config]                         # values handed to nodes' config parameters
+    data_dir = "data"
+
+An environment variable overrides one key: ``HEADRACE_METADATA_URL``,
+``HEADRACE_EXECUTOR_MAX_WORKERS``, ``HEADRACE_CONFIG_DATA_DIR`` (section, then key).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from headrace.core.redaction import redact
+from headrace.errors import ConfigError
+
+__all__ = [
+    "ExecutorSettings",
+    "MetadataSettings",
+    "ProjectSettings",
+    "Settings",
+    "StorageSettings",
+    "load_settings",
+]
+
+SETTINGS_FILE = "headrace.toml"
+ENV_PREFIX = "HEADRACE_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectSettings(_Section):
+    """``[project]``: what the project is called and where its pipelines are defined."""
+
+    name: str = "headrace-project"
+    pipelines: list[str] = Field(default_factory=lambda: ["pipeline.py"])
+
+
+class StorageSettings(_Section):
+    """``[storage]``: where state lives (relative paths are relative to the project)."""
+
+    root: Path = Path(".headrace")
+
+
+class MetadataSettings(_Section):
+    """``[metadata]``: the metadata database URL (SQLAlchemy form)."""
+
+    url: str | None = None
+
+
+class ExecutorSettings(_Section):
+    """``[executor]``: how tasks run."""
+
+    kind: str = "local"
+    max_workers: int | None = Field(default=None, ge=1)
+    fail_fast: bool = True
+
+
+class Settings(_Section):
+    """All settings of a project."""
+
+    project: ProjectSettings = Field(default_factory=ProjectSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    metadata: MetadataSettings = Field(default_factory=MetadataSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+_SECTIONS = ("project", "storage", "metadata", "executor", "config")
+
+
+def load_settings(root: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read ``root/headrace.toml`` (if present) and apply ``HEADRACE_*`` overrides."""
+    path = root / SETTINGS_FILE
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            msg = f"{path} is not valid TOML: {exc}; fix the file"
+            raise ConfigError(msg) from exc
+    for section, key, value in _environment_overrides(os.environ if environ is None else environ):
+        data.setdefault(section, {})[key] = value
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        msg = f"invalid settings in {path} or HEADRACE_* variables: {redact(problems)}"
+        raise ConfigError(msg) from None
+
+
+def _environment_overrides(environ: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    out = []
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name.removeprefix(ENV_PREFIX).lower()
+        for section in _SECTIONS:
+            if rest.startswith(section + "_"):
+                out.append((section, rest.removeprefix(section + "_"), value))
+                break
+    return out

@@ -1,0 +1,416 @@
+"""The metadata store: runs, node runs and dataset versions in SQLite or PostgreSQL.
+
+The store is opened from a SQLAlchemy URL (``sqlite:///path/metadata.db`` by default,
+``postgresql+psycopg://user@host/db`` to share it between machines). Opening it applies any
+pending Alembic migration, so a project created by an older headrace keeps working.
+
+Writes are serialised inside one process (a lock), and each write is its own short
+transaction, so a crash loses at most the record being written — never a dataset version, which
+is committed to Delta Lake before it is recorded here (see :mod:`headrace.storage.datasets`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from headrace.core.records import (
+    DatasetVersion,
+    NodeRunRecord,
+    NodeStatus,
+    RunRecord,
+    RunStatus,
+)
+from headrace.core.redaction import redact
+from headrace.errors import MetadataError
+from headrace.storage import migrations
+from headrace.storage.schema import dataset_versions, node_runs, runs
+
+__all__ = ["MetadataStore"]
+
+
+def _headrace_version() -> str:
+    try:
+        return package_version("headrace")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+def _blank(partition: str | None) -> str:
+    return partition or ""
+
+
+def _none(partition: str) -> str | None:
+    return partition or None
+
+
+class MetadataStore:
+    """Records of runs, node runs and dataset versions, behind one SQLAlchemy engine."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._lock = threading.Lock()
+        try:
+            self._engine = _create_engine(url)
+            self._migrate()
+        except sa.exc.SQLAlchemyError as exc:
+            msg = (
+                f"cannot open the metadata database {redact(url)}: {_reason(exc)}; check "
+                "[metadata] url in headrace.toml (or HEADRACE_METADATA_URL) and that the "
+                "server is running"
+            )
+            raise MetadataError(msg) from exc
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self._engine.dispose()
+
+    def __enter__(self) -> MetadataStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+        head = ScriptDirectory.from_config(config).get_current_head()
+        with self._engine.begin() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+            if current == head:
+                return
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        with self._lock, self._translate(), self._engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with self._translate(), self._engine.connect() as connection:
+            yield connection
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except sa.exc.SQLAlchemyError as exc:
+            msg = f"metadata database {redact(self.url)} failed: {_reason(exc)}"
+            raise MetadataError(msg) from exc
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        *,
+        run_id: str,
+        pipeline: str,
+        started_at: datetime,
+        params: Mapping[str, Any],
+        config: Mapping[str, Any],
+        code_hash: str,
+    ) -> None:
+        """Record a new running run."""
+        with self._write() as c:
+            c.execute(
+                runs.insert().values(
+                    run_id=run_id,
+                    pipeline=pipeline,
+                    status=RunStatus.RUNNING.value,
+                    started_at=started_at,
+                    params=dict(params),
+                    config=dict(config),
+                    code_hash=code_hash,
+                    headrace_version=_headrace_version(),
+                )
+            )
+
+    def finish_run(
+        self, run_id: str, *, status: RunStatus, ended_at: datetime, error: str | None = None
+    ) -> None:
+        """Close a run with its final status."""
+        with self._write() as c:
+            c.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id)
+                .values(status=status.value, ended_at=ended_at, error=error)
+            )
+
+    def record_node_runs(self, pipeline: str, records: list[NodeRunRecord]) -> None:
+        """Store finished node runs (one transaction for the batch)."""
+        if not records:
+            return
+        rows = [
+            {
+                "run_id": r.run_id,
+                "node": r.node,
+                "partition": _blank(r.partition),
+                "pipeline": pipeline,
+                "status": r.status.value,
+                "started_at": r.started_at,
+                "ended_at": r.ended_at,
+                "attempts": r.attempts,
+                "rows_in": r.rows_in,
+                "rows_out": r.rows_out,
+                "bytes_out": r.bytes_out,
+                "cache_hit": r.cache_hit,
+                "cache_reason": r.cache_reason,
+                "cache_key": r.cache_key,
+                "code_hash": r.code_hash,
+                "output_dataset": r.output_dataset,
+                "output_version": r.output_version,
+                "error": r.error,
+            }
+            for r in records
+        ]
+        with self._write() as c:
+            c.execute(node_runs.insert(), rows)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """A run with its node runs, or None. A unique prefix of the id is enough."""
+        with self._read() as c:
+            row = c.execute(sa.select(runs).where(runs.c.run_id == run_id)).mappings().first()
+            if row is None:
+                matches = (
+                    c.execute(sa.select(runs).where(runs.c.run_id.startswith(run_id)).limit(2))
+                    .mappings()
+                    .all()
+                )
+                if len(matches) != 1:
+                    return None
+                row = matches[0]
+            nodes = c.execute(
+                sa.select(node_runs)
+                .where(node_runs.c.run_id == row["run_id"])
+                .order_by(node_runs.c.started_at, node_runs.c.node, node_runs.c.partition)
+            ).mappings()
+            return _run_record(row, tuple(_node_record(n) for n in nodes))
+
+    def list_runs(self, *, pipeline: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """The newest runs first (without node runs)."""
+        query = sa.select(runs).order_by(runs.c.started_at.desc()).limit(limit)
+        if pipeline is not None:
+            query = query.where(runs.c.pipeline == pipeline)
+        with self._read() as c:
+            return [_run_record(row, ()) for row in c.execute(query).mappings()]
+
+    def node_run_counts(self, run_ids: list[str]) -> dict[str, dict[str, int]]:
+        """For each run id, how many node runs ended in each status."""
+        query = (
+            sa.select(node_runs.c.run_id, node_runs.c.status, sa.func.count())
+            .where(node_runs.c.run_id.in_(run_ids))
+            .group_by(node_runs.c.run_id, node_runs.c.status)
+        )
+        out: dict[str, dict[str, int]] = {run_id: {} for run_id in run_ids}
+        with self._read() as c:
+            for run_id, status, count in c.execute(query):
+                out[run_id][status] = count
+        return out
+
+    def last_successful_node_run(
+        self, pipeline: str, node: str, partition: str | None
+    ) -> NodeRunRecord | None:
+        """The newest succeeded (not cached) run of a node partition — used to cache sinks."""
+        query = (
+            sa.select(node_runs)
+            .where(
+                node_runs.c.pipeline == pipeline,
+                node_runs.c.node == node,
+                node_runs.c.partition == _blank(partition),
+                node_runs.c.status == NodeStatus.SUCCEEDED.value,
+            )
+            .order_by(node_runs.c.ended_at.desc())
+            .limit(1)
+        )
+        with self._read() as c:
+            row = c.execute(query).mappings().first()
+        return None if row is None else _node_record(row)
+
+    # -- dataset versions --------------------------------------------------------------------
+
+    def record_dataset_version(self, version: DatasetVersion) -> None:
+        """Record a committed dataset version."""
+        with self._write() as c:
+            c.execute(
+                dataset_versions.insert().values(
+                    dataset=version.dataset,
+                    version=version.version,
+                    run_id=version.run_id,
+                    node=version.node,
+                    partition=_blank(version.partition),
+                    created_at=version.created_at,
+                    rows_written=version.rows_written,
+                    total_rows=version.total_rows,
+                    bytes=version.bytes,
+                    content_hash=version.content_hash,
+                    schema=dict(version.schema),
+                    cache_key=version.cache_key,
+                    code_hash=version.code_hash,
+                )
+            )
+
+    def latest_version(self, dataset: str) -> DatasetVersion | None:
+        """The newest recorded version of a dataset."""
+        query = (
+            sa.select(dataset_versions)
+            .where(dataset_versions.c.dataset == dataset)
+            .order_by(dataset_versions.c.version.desc())
+            .limit(1)
+        )
+        with self._read() as c:
+            row = c.execute(query).mappings().first()
+        return None if row is None else _version_record(row)
+
+    def latest_write(self, dataset: str, partition: str | None) -> DatasetVersion | None:
+        """The newest version that wrote ``partition`` (a whole-dataset write counts too)."""
+        query = (
+            sa.select(dataset_versions)
+            .where(dataset_versions.c.dataset == dataset)
+            .order_by(dataset_versions.c.version.desc())
+            .limit(1)
+        )
+        if partition is not None:
+            query = query.where(dataset_versions.c.partition.in_(("", partition)))
+        with self._read() as c:
+            row = c.execute(query).mappings().first()
+        return None if row is None else _version_record(row)
+
+    def get_version(self, dataset: str, version: int) -> DatasetVersion | None:
+        """One recorded version, or None."""
+        query = sa.select(dataset_versions).where(
+            dataset_versions.c.dataset == dataset, dataset_versions.c.version == version
+        )
+        with self._read() as c:
+            row = c.execute(query).mappings().first()
+        return None if row is None else _version_record(row)
+
+    def dataset_history(self, dataset: str) -> list[DatasetVersion]:
+        """Every recorded version of a dataset, newest first."""
+        query = (
+            sa.select(dataset_versions)
+            .where(dataset_versions.c.dataset == dataset)
+            .order_by(dataset_versions.c.version.desc())
+        )
+        with self._read() as c:
+            return [_version_record(row) for row in c.execute(query).mappings()]
+
+    def list_datasets(self) -> list[DatasetVersion]:
+        """The newest version of every dataset, by name."""
+        newest = (
+            sa.select(
+                dataset_versions.c.dataset, sa.func.max(dataset_versions.c.version).label("v")
+            )
+            .group_by(dataset_versions.c.dataset)
+            .subquery()
+        )
+        query = (
+            sa.select(dataset_versions)
+            .join(
+                newest,
+                sa.and_(
+                    dataset_versions.c.dataset == newest.c.dataset,
+                    dataset_versions.c.version == newest.c.v,
+                ),
+            )
+            .order_by(dataset_versions.c.dataset)
+        )
+        with self._read() as c:
+            return [_version_record(row) for row in c.execute(query).mappings()]
+
+
+def _create_engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _reason(exc: sa.exc.SQLAlchemyError) -> str:
+    original = getattr(exc, "orig", None)
+    text = str(original if original is not None else exc).strip().splitlines()
+    return redact(text[0] if text else type(exc).__name__)
+
+
+def _run_record(row: sa.RowMapping, nodes: tuple[NodeRunRecord, ...]) -> RunRecord:
+    return RunRecord(
+        run_id=row["run_id"],
+        pipeline=row["pipeline"],
+        status=RunStatus(row["status"]),
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        params=row["params"],
+        config=row["config"],
+        code_hash=row["code_hash"],
+        error=row["error"],
+        nodes=nodes,
+    )
+
+
+def _node_record(row: sa.RowMapping) -> NodeRunRecord:
+    return NodeRunRecord(
+        run_id=row["run_id"],
+        node=row["node"],
+        partition=_none(row["partition"]),
+        status=NodeStatus(row["status"]),
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        attempts=row["attempts"],
+        rows_in=row["rows_in"],
+        rows_out=row["rows_out"],
+        bytes_out=row["bytes_out"],
+        cache_hit=row["cache_hit"],
+        cache_reason=row["cache_reason"],
+        cache_key=row["cache_key"],
+        code_hash=row["code_hash"],
+        output_dataset=row["output_dataset"],
+        output_version=row["output_version"],
+        error=row["error"],
+    )
+
+
+def _version_record(row: sa.RowMapping) -> DatasetVersion:
+    return DatasetVersion(
+        dataset=row["dataset"],
+        version=row["version"],
+        run_id=row["run_id"],
+        node=row["node"],
+        created_at=row["created_at"],
+        partition=_none(row["partition"]),
+        rows_written=row["rows_written"],
+        total_rows=row["total_rows"],
+        bytes=row["bytes"],
+        content_hash=row["content_hash"],
+        schema=row["schema"],
+        cache_key=row["cache_key"],
+        code_hash=row["code_hash"],
+    )

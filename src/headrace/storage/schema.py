@@ -1,0 +1,93 @@
+"""The metadata database's tables (SQLAlchemy Core). Changes go through Alembic migrations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+__all__ = ["dataset_versions", "metadata", "node_runs", "runs"]
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite drops zones)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            msg = "naive datetime given to the metadata store; use a UTC-aware one"
+            raise ValueError(msg)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("pipeline", sa.String(200), nullable=False, index=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("ended_at", UTCDateTime()),
+    sa.Column("params", sa.JSON(), nullable=False),
+    sa.Column("config", sa.JSON(), nullable=False),
+    sa.Column("code_hash", sa.String(64), nullable=False),
+    sa.Column("headrace_version", sa.String(32), nullable=False),
+    sa.Column("error", sa.Text()),
+)
+
+node_runs = sa.Table(
+    "node_runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.run_id"), primary_key=True),
+    sa.Column("node", sa.String(200), primary_key=True),
+    sa.Column("partition", sa.String(200), primary_key=True),  # '' when unpartitioned
+    sa.Column("pipeline", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("ended_at", UTCDateTime(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("rows_in", sa.BigInteger()),
+    sa.Column("rows_out", sa.BigInteger()),
+    sa.Column("bytes_out", sa.BigInteger()),
+    sa.Column("cache_hit", sa.Boolean(), nullable=False),
+    sa.Column("cache_reason", sa.String(200), nullable=False),
+    sa.Column("cache_key", sa.String(64), nullable=False),
+    sa.Column("code_hash", sa.String(64), nullable=False),
+    sa.Column("output_dataset", sa.String(200)),
+    sa.Column("output_version", sa.BigInteger()),
+    sa.Column("error", sa.Text()),
+    sa.Index("ix_node_runs_lookup", "pipeline", "node", "partition", "status"),
+)
+
+dataset_versions = sa.Table(
+    "dataset_versions",
+    metadata,
+    sa.Column("dataset", sa.String(200), primary_key=True),
+    sa.Column("version", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("run_id", sa.String(64), nullable=False, index=True),
+    sa.Column("node", sa.String(200), nullable=False),
+    sa.Column("partition", sa.String(200), nullable=False),  # '' when the whole dataset
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("rows_written", sa.BigInteger(), nullable=False),
+    sa.Column("total_rows", sa.BigInteger(), nullable=False),
+    sa.Column("bytes", sa.BigInteger(), nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("schema", sa.JSON(), nullable=False),
+    sa.Column("cache_key", sa.String(64), nullable=False),
+    sa.Column("code_hash", sa.String(64), nullable=False),
+)
