@@ -244,7 +244,7 @@ def _ratio(peer_ms: float | None, hr_ms: float | None) -> str:
     if peer_ms is None or not hr_ms:
         return "-"
     r = peer_ms / hr_ms
-    return f"{r:.2f}x" if r < 10 else f"{r:.0f}x"
+    return f"{r:.3f}x" if r < 0.1 else f"{r:.2f}x" if r < 10 else f"{r:.0f}x"
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:

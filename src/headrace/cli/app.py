@@ -58,8 +58,9 @@ class _State:
 
 
 _state = _State()
-_out = Console(highlight=False)
-_err = Console(stderr=True, highlight=False)
+# Piped output is not cut to 80 columns: tables stay one line per row in logs and files.
+_out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+_err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 ProjectOption = Annotated[
     Path | None,
@@ -73,9 +74,7 @@ FormatOption = Annotated[
 @app.callback()
 def _root(
     project: ProjectOption = None,
-    debug: Annotated[
-        bool, typer.Option("--debug", help="Show full tracebacks on errors.")
-    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
 ) -> None:
     """ML data pipelines: versioned datasets, run records, caching and partitions."""
     _state.project_dir = project
@@ -100,14 +99,20 @@ def init(
 
 @app.command()
 def run(
-    pipeline: Annotated[str | None, typer.Argument(help="Pipeline name (default: the only one).")] = None,
+    pipeline: Annotated[
+        str | None, typer.Argument(help="Pipeline name (default: the only one).")
+    ] = None,
     partition: Annotated[
         list[str] | None,
-        typer.Option("--partition", help="Run only this partition key, e.g. 2013-01-05 (repeatable)."),
+        typer.Option(
+            "--partition", help="Run only this partition key, e.g. 2013-01-05 (repeatable)."
+        ),
     ] = None,
     partitions: Annotated[
         str | None,
-        typer.Option("--partitions", help="Backfill a range FIRST..LAST, e.g. 2013-01-01..2013-01-31."),
+        typer.Option(
+            "--partitions", help="Backfill a range FIRST..LAST, e.g. 2013-01-01..2013-01-31."
+        ),
     ] = None,
     full_refresh: Annotated[
         bool, typer.Option("--full-refresh", help="Ignore the cache: run every node.")
@@ -147,7 +152,8 @@ def run(
     else:
         _err.print(
             f"run [bold]{prepared.run_id}[/] of pipeline [bold]{prepared.graph.pipeline}[/]: "
-            f"{len(plan.tasks)} task(s)" + (f", partitions {_span(plan.partitions)}" if plan.partitions else "")
+            f"{len(plan.tasks)} task(s)"
+            + (f", partitions {_span(plan.partitions)}" if plan.partitions else "")
         )
         with views.RunProgress(_err, len(plan.tasks)) as progress:
             prepared.observer = progress
@@ -224,7 +230,9 @@ def datasets(
 @datasets_app.command("show")
 def datasets_show(
     name: Annotated[str, typer.Argument(help="Dataset name (the node that writes it).")],
-    version: Annotated[int | None, typer.Option("--version", "-v", help="Version (default: newest).")] = None,
+    version: Annotated[
+        int | None, typer.Option("--version", "-v", help="Version (default: newest).")
+    ] = None,
     rows: Annotated[int, typer.Option("--rows", "-n", min=0, help="Preview rows.")] = 10,
     project: ProjectOption = None,
     output: FormatOption = OutputFormat.table,
@@ -260,7 +268,9 @@ def datasets_history(
 
 @app.command()
 def dag(
-    pipeline: Annotated[str | None, typer.Argument(help="Pipeline name (default: the only one).")] = None,
+    pipeline: Annotated[
+        str | None, typer.Argument(help="Pipeline name (default: the only one).")
+    ] = None,
     project: ProjectOption = None,
     output: Annotated[
         DagFormat, typer.Option("--format", "-f", help="text, mermaid, dot or json.")

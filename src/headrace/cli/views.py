@@ -102,8 +102,12 @@ def _when(value: datetime | None) -> str:
 def node_table(records: Sequence[NodeRunRecord], title: str | None = None) -> Table:
     """Node, status, rows in/out, duration, cache hit and why."""
     table = Table(title=title)
-    for column in ("node", "status", "rows in", "rows out", "duration", "cache hit", "why"):
-        table.add_column(column, justify="right" if column.startswith(("rows", "dur")) else "left")
+    table.add_column("node", no_wrap=True, overflow="fold")
+    table.add_column("status", no_wrap=True, min_width=9)
+    for column in ("rows in", "rows out", "duration"):
+        table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
+    table.add_column("cache hit", no_wrap=True, min_width=5)
+    table.add_column("why", overflow="fold", ratio=1, min_width=12)
     for r in records:
         name = r.node if r.partition is None else f"{r.node}[{r.partition}]"
         table.add_row(

@@ -277,10 +277,14 @@ def _bind_parameters(
                 Binding(param.name, BindingKind.INPUT, explicit[param.name], False, None, wants_df)
             )
         elif param.name in config_keys or has_default:
-            bindings.append(Binding(param.name, BindingKind.CONFIG, param.name, has_default, default))
+            bindings.append(
+                Binding(param.name, BindingKind.CONFIG, param.name, has_default, default)
+            )
         else:
             wants_df = hints.get(param.name) is pl.DataFrame
-            bindings.append(Binding(param.name, BindingKind.INPUT, param.name, False, None, wants_df))
+            bindings.append(
+                Binding(param.name, BindingKind.INPUT, param.name, False, None, wants_df)
+            )
     return tuple(bindings)
 
 

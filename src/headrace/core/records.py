@@ -117,9 +117,7 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (node runs included)."""
-        data: dict[str, Any] = _jsonable(
-            {k: v for k, v in asdict(self).items() if k != "nodes"}
-        )
+        data: dict[str, Any] = _jsonable({k: v for k, v in asdict(self).items() if k != "nodes"})
         data["duration_s"] = self.duration
         data["nodes"] = [node.to_dict() for node in self.nodes]
         return data

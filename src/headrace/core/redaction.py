@@ -14,7 +14,9 @@ from typing import Any
 
 __all__ = ["redact", "redact_mapping"]
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s]*:)(?P<secret>[^@\s/]+)@")
+_URL_PASSWORD = re.compile(
+    r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s]*:)(?P<secret>[^@\s/]+)@"
+)
 _SECRET_PAIR = re.compile(
     r"(?P<key>\b(?:password|passwd|pwd|secret|token|api_key|apikey)\s*[=:]\s*)(?P<value>[^\s&;,]+)",
     re.IGNORECASE,

@@ -222,7 +222,7 @@ class Project:
     def _executor(self) -> Executor:
         kind = self.settings.executor.kind
         if kind != "local":
-            msg = f"[executor] kind = {kind!r} is not available; use \"local\""
+            msg = f'[executor] kind = {kind!r} is not available; use "local"'
             raise ConfigError(msg)
         return LocalExecutor(self.settings.executor.max_workers)
 
@@ -300,6 +300,8 @@ def _load_module(root: Path, entry: str) -> ModuleType:
         del sys.modules[module_name]
         if isinstance(exc, PipelineError):
             raise
-        msg = f"importing pipeline module {entry!r} failed: {type(exc).__name__}: {redact(str(exc))}"
+        msg = (
+            f"importing pipeline module {entry!r} failed: {type(exc).__name__}: {redact(str(exc))}"
+        )
         raise ConfigError(msg) from exc
     return module

@@ -150,9 +150,7 @@ class BatchRun:
         )
         error: str | None = None
         try:
-            records = self.executor.execute(
-                plan, runner, runner.skipped, fail_fast=self.fail_fast
-            )
+            records = self.executor.execute(plan, runner, runner.skipped, fail_fast=self.fail_fast)
         except BaseException as exc:
             error = f"interrupted: {type(exc).__name__}: {exc}"
             self.log.finish_run(

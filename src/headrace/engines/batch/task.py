@@ -107,8 +107,12 @@ class TaskRunner:
             record = self._run(task, started)
         except Exception as exc:  # noqa: BLE001 - a node failure becomes a failed record
             record = self._record(
-                task, NodeStatus.FAILED, started, attempts=getattr(exc, "attempts", 1),
-                error=_describe(exc), cache_reason=getattr(exc, "cache_reason", ""),
+                task,
+                NodeStatus.FAILED,
+                started,
+                attempts=getattr(exc, "attempts", 1),
+                error=_describe(exc),
+                cache_reason=getattr(exc, "cache_reason", ""),
             )
         self._finish(task, record)
         return record
@@ -116,9 +120,7 @@ class TaskRunner:
     def skipped(self, task: Task, status: NodeStatus) -> NodeRunRecord:
         """The record of a task that did not run (upstream failed, or run cancelled)."""
         now = _now()
-        reason = "an upstream node failed" if status is NodeStatus.UPSTREAM_FAILED else (
-            "run stopped at the first failure"
-        )
+        reason = "upstream failed" if status is NodeStatus.UPSTREAM_FAILED else ("fail-fast stop")
         record = self._record(task, status, now, attempts=0, cache_reason=reason)
         self._finish(task, record)
         return record
@@ -141,17 +143,25 @@ class TaskRunner:
             code_hash, node.kind.value, config, task.partition, sorted(input_keys.items())
         )
         if node.ephemeral:
-            reason = "ephemeral: always runs"
+            reason = "ephemeral"
         elif not node.cache:
-            reason = "source: re-reads every run" if node.kind is NodeKind.SOURCE else "cache=False"
+            reason = "source re-read" if node.kind is NodeKind.SOURCE else "cache off"
         if not node.ephemeral and node.cache:
             hit, reason = self._cached(task, cache_key, code_hash)
             if hit is not None:
                 self.outputs[task.id] = hit
                 return self._record(
-                    task, NodeStatus.CACHED, started, attempts=0, cache_hit=True,
-                    cache_reason=reason, cache_key=cache_key, rows_in=rows_in,
-                    rows_out=hit.rows, dataset=hit.dataset, version=hit.version,
+                    task,
+                    NodeStatus.CACHED,
+                    started,
+                    attempts=0,
+                    cache_hit=True,
+                    cache_reason=reason,
+                    cache_key=cache_key,
+                    rows_in=rows_in,
+                    rows_out=hit.rows,
+                    dataset=hit.dataset,
+                    version=hit.version,
                 )
         try:
             attempted = self._attempt(task, inputs, config)
@@ -161,26 +171,44 @@ class TaskRunner:
         if node.kind is NodeKind.SINK:
             self.outputs[task.id] = Output(key=cache_key)
             return self._record(
-                task, NodeStatus.SUCCEEDED, started, attempts=attempted.attempts,
-                cache_reason=reason, cache_key=cache_key, rows_in=rows_in,
+                task,
+                NodeStatus.SUCCEEDED,
+                started,
+                attempts=attempted.attempts,
+                cache_reason=reason,
+                cache_key=cache_key,
+                rows_in=rows_in,
             )
         if node.ephemeral:
             value = attempted.value
             rows = value.height if isinstance(value, pl.DataFrame) else None
             self.outputs[task.id] = Output(key=cache_key, value=value, rows=rows)
             return self._record(
-                task, NodeStatus.SUCCEEDED, started, attempts=attempted.attempts,
-                cache_reason=reason, cache_key=cache_key, rows_in=rows_in, rows_out=rows,
+                task,
+                NodeStatus.SUCCEEDED,
+                started,
+                attempts=attempted.attempts,
+                cache_reason=reason,
+                cache_key=cache_key,
+                rows_in=rows_in,
+                rows_out=rows,
             )
         frame = attempted.frame
         assert frame is not None
         output, unchanged = self._persist(task, frame, cache_key, code_hash)
         self.outputs[task.id] = output
         return self._record(
-            task, NodeStatus.SUCCEEDED, started, attempts=attempted.attempts,
-            cache_reason=reason + ("; output unchanged, no new version" if unchanged else ""),
-            cache_key=cache_key, rows_in=rows_in, rows_out=frame.height,
-            bytes_out=frame.estimated_size(), dataset=output.dataset, version=output.version,
+            task,
+            NodeStatus.SUCCEEDED,
+            started,
+            attempts=attempted.attempts,
+            cache_reason=reason + (", same output: no new version" if unchanged else ""),
+            cache_key=cache_key,
+            rows_in=rows_in,
+            rows_out=frame.height,
+            bytes_out=frame.estimated_size(),
+            dataset=output.dataset,
+            version=output.version,
         )
 
     def _config_for(self, node: Node) -> dict[str, Any]:
@@ -199,9 +227,7 @@ class TaskRunner:
             upstream_ids = [tid for tid in self.plan.tasks_by_node[name] if tid in needed]
             outputs = [self.outputs[tid] for tid in upstream_ids]
             upstream = self.graph.node(name)
-            same_scheme = (
-                task.partition is not None and upstream.partitions == task.node.partitions
-            )
+            same_scheme = task.partition is not None and upstream.partitions == task.node.partitions
             where = (
                 task.node.partitions.filter(task.partition)
                 if same_scheme and task.node.partitions is not None and task.partition
@@ -239,29 +265,29 @@ class TaskRunner:
 
     def _cached(self, task: Task, cache_key: str, code_hash: str) -> tuple[Output | None, str]:
         if self.full_refresh:
-            return None, "full refresh requested"
+            return None, "full refresh"
         node = task.node
         previous = self.log.last_successful_node_run(self.graph.pipeline, node.name, task.partition)
         if previous is None:
-            return None, "never ran before"
+            return None, "first run"
         if previous.cache_key != cache_key:
             if previous.code_hash != code_hash:
                 return None, "code changed"
-            return None, "inputs or config changed"
+            return None, "inputs/config changed"
         if node.kind is NodeKind.SINK:
-            return Output(key=cache_key), "code, config and inputs unchanged"
+            return Output(key=cache_key), "unchanged"
         newest = self.log.latest_write(node.name, task.partition)
         if newest is None or newest.version != previous.output_version:
-            return None, "output was overwritten since"
+            return None, "output overwritten"
         if not self.store.exists(node.name):
-            return None, "stored output is missing"
+            return None, "output missing"
         output = Output(
             key=newest.content_hash,
             rows=newest.rows_written,
             dataset=node.name,
             version=newest.version,
         )
-        return output, "code, config and inputs unchanged"
+        return output, "unchanged"
 
     def _attempt(self, task: Task, inputs: dict[str, Any], config: dict[str, Any]) -> _Attempted:
         node = task.node
@@ -322,7 +348,10 @@ class TaskRunner:
             and self.store.exists(node.name)
         ):
             return Output(
-                key=digest, value=frame, rows=frame.height, dataset=node.name,
+                key=digest,
+                value=frame,
+                rows=frame.height,
+                dataset=node.name,
                 version=previous.version,
             ), True
         partition = (
@@ -361,7 +390,10 @@ class TaskRunner:
             )
         )
         return Output(
-            key=digest, value=frame, rows=frame.height, dataset=node.name,
+            key=digest,
+            value=frame,
+            rows=frame.height,
+            dataset=node.name,
             version=written.version,
         ), False
 
@@ -517,4 +549,3 @@ def _describe(exc: BaseException) -> str:
     summary = str(exc) if isinstance(exc, NodeExecutionError) else f"{type(exc).__name__}: {exc}"
     detail = "".join(traceback.format_exception(exc))
     return redact(f"{summary}\n\n{detail}")
-

@@ -56,9 +56,7 @@ def upgrade() -> None:
         sa.Column("output_version", sa.BigInteger()),
         sa.Column("error", sa.Text()),
     )
-    op.create_index(
-        "ix_node_runs_lookup", "node_runs", ["pipeline", "node", "partition", "status"]
-    )
+    op.create_index("ix_node_runs_lookup", "node_runs", ["pipeline", "node", "partition", "status"])
     op.create_table(
         "dataset_versions",
         sa.Column("dataset", sa.String(200), primary_key=True),

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Set up and run headrace from a fresh clone, with nothing but Python >= 3.11.
+
+    python3 dev.py example   # set up, then run the flights example end to end (embedded)
+    python3 dev.py test      # set up, then lint, type-check and run the whole test suite
+
+Setup makes a virtual environment in .venv and installs headrace into it (editable, with the
+dev extras); it is redone only when pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / "python"
+STAMP = VENV / ".headrace-setup"
+
+
+def run(*args: str | Path, **env: str) -> None:
+    print("+", " ".join(str(a) for a in args), flush=True)
+    result = subprocess.run(
+        [str(a) for a in args], cwd=ROOT, env={**os.environ, **env}, check=False
+    )
+    if result.returncode != 0:
+        sys.exit(result.returncode)
+
+
+def setup() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"headrace needs Python >= 3.11; this is {sys.version.split()[0]}")
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == wanted and PYTHON.exists():
+        return
+    if not PYTHON.exists():
+        print(f"creating virtual environment {VENV}", flush=True)
+        venv.create(VENV, with_pip=True)
+    run(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    run(PYTHON, "-m", "pip", "install", "--quiet", "-e", ".[dev]")
+    STAMP.write_text(wanted)
+
+
+def example() -> None:
+    project = ROOT / "examples" / "flights"
+    run(BIN / "headrace", "--project", project, "run")
+    run(BIN / "headrace", "--project", project, "datasets")
+    print(
+        f"\nreports written to {project / 'out'}; try: .venv/bin/headrace --project {project.relative_to(ROOT)} runs"
+    )
+
+
+def test() -> None:
+    run(BIN / "ruff", "check", "src", "tests", "bench", "examples", "dev.py")
+    run(BIN / "ruff", "format", "--check", "src", "tests", "bench", "examples", "dev.py")
+    run(BIN / "mypy")
+    run(BIN / "lint-imports")
+    run(PYTHON, "-m", "pytest", "--doctest-modules", "src/headrace", "tests", *sys.argv[2:])
+    run(PYTHON, "bench/overhead.py", "--smoke")
+    run(PYTHON, "bench/flights_e2e.py", "--smoke")
+
+
+COMMANDS = {"example": example, "test": test, "setup": lambda: None}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        sys.exit(f"usage: python3 dev.py {{{'|'.join(COMMANDS)}}} [pytest args...]")
+    setup()
+    COMMANDS[sys.argv[1]]()

@@ -1,0 +1,217 @@
+"""The flights pipeline: NYC 2013 flights joined with weather, planes, airlines and airports.
+
+    sources            clean                 join + derive                 report
+    flights_raw  ->  flights_clean  ->  flights_enriched  ->  carrier_monthly (SQL)  -> export
+    weather_raw  ->  weather_clean  --^        |          ->  delay_by_weather
+    planes_raw   ->  planes_clean   --^        |
+    airlines_raw, airports_raw      ----------^
+
+The flights nodes are partitioned by UTC day of ``time_hour``: ``headrace run --partition
+2013-01-05`` recomputes that day only. Each function below is a plain function of frames; the
+decorators only register it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+from nycdata import csv_path
+
+import headrace as hr
+
+HERE = Path(__file__).parent
+DAYS = hr.DailyPartitions("time_hour", start="2013-01-01", end="2013-12-31")
+
+pipeline = hr.Pipeline("flights", description="NYC 2013 flights, enriched for delay models")
+
+
+def _dir(value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else HERE / path
+
+
+# -- sources: read the raw CSVs lazily with explicit schemas ----------------------------------
+
+FLIGHTS_SCHEMA = {
+    "year": pl.Int32, "month": pl.Int8, "day": pl.Int8, "dep_time": pl.Int32,
+    "sched_dep_time": pl.Int32, "dep_delay": pl.Float64, "arr_time": pl.Int32,
+    "sched_arr_time": pl.Int32, "arr_delay": pl.Float64, "carrier": pl.String,
+    "flight": pl.Int32, "tailnum": pl.String, "origin": pl.String, "dest": pl.String,
+    "air_time": pl.Float64, "distance": pl.Float64, "hour": pl.Int8, "minute": pl.Int8,
+    "time_hour": pl.String,
+}  # fmt: skip
+WEATHER_SCHEMA = {
+    "origin": pl.String, "year": pl.Int32, "month": pl.Int8, "day": pl.Int8, "hour": pl.Int8,
+    "temp": pl.Float64, "dewp": pl.Float64, "humid": pl.Float64, "wind_dir": pl.Float64,
+    "wind_speed": pl.Float64, "wind_gust": pl.Float64, "precip": pl.Float64,
+    "pressure": pl.Float64, "visib": pl.Float64, "time_hour": pl.String,
+}  # fmt: skip
+PLANES_SCHEMA = {
+    "tailnum": pl.String, "year": pl.Int32, "type": pl.String, "manufacturer": pl.String,
+    "model": pl.String, "engines": pl.Int32, "seats": pl.Int32, "speed": pl.Float64,
+    "engine": pl.String,
+}  # fmt: skip
+
+
+def _utc(column: str) -> pl.Expr:
+    return pl.col(column).str.to_datetime("%Y-%m-%dT%H:%M:%SZ", time_unit="us", time_zone="UTC")
+
+
+def _scan(data_dir: str, table: str, schema: dict[str, type[pl.DataType]] | None) -> pl.LazyFrame:
+    return pl.scan_csv(csv_path(_dir(data_dir), table), schema=schema, null_values="NA")
+
+
+@pipeline.source(partitions=DAYS, config=["data_dir"])
+def flights_raw(data_dir: str, context: hr.NodeContext) -> pl.LazyFrame:
+    """All flights that departed NYC in 2013 (one partition per UTC day)."""
+    frame = _scan(data_dir, "flights", FLIGHTS_SCHEMA).with_columns(_utc("time_hour"))
+    return frame.filter(context.partition_filter())
+
+
+@pipeline.source(config=["data_dir"])
+def weather_raw(data_dir: str) -> pl.LazyFrame:
+    """Hourly weather at the three NYC airports."""
+    return _scan(data_dir, "weather", WEATHER_SCHEMA).with_columns(_utc("time_hour"))
+
+
+@pipeline.source(config=["data_dir"])
+def planes_raw(data_dir: str) -> pl.LazyFrame:
+    """Aircraft metadata by tail number."""
+    return _scan(data_dir, "planes", PLANES_SCHEMA)
+
+
+@pipeline.source(config=["data_dir"])
+def airlines_raw(data_dir: str) -> pl.LazyFrame:
+    """Carrier code to airline name."""
+    return _scan(data_dir, "airlines", {"carrier": pl.String, "name": pl.String})
+
+
+@pipeline.source(config=["data_dir"], ephemeral=True)
+def airports_raw(data_dir: str) -> pl.LazyFrame:
+    """Airport metadata (only the destination name and time zone are used)."""
+    return _scan(data_dir, "airports", None).select(
+        pl.col("faa").alias("dest"),
+        pl.col("name").alias("dest_name"),
+        pl.col("tzone").alias("dest_tzone"),
+    )
+
+
+# -- clean ---------------------------------------------------------------------------------
+
+
+@pipeline.transform(partitions=DAYS)
+def flights_clean(flights_raw: pl.LazyFrame) -> pl.LazyFrame:
+    """Typed flights with a cancellation flag and a scheduled departure timestamp."""
+    return flights_raw.with_columns(
+        cancelled=pl.col("dep_time").is_null(),
+        sched_dep=pl.datetime(
+            "year", "month", "day", pl.col("sched_dep_time") // 100,
+            pl.col("sched_dep_time") % 100, time_zone="America/New_York",
+        ).dt.convert_time_zone("UTC"),
+        tailnum=pl.col("tailnum").str.strip_chars(),
+    ).drop("year", "hour", "minute")  # fmt: skip
+
+
+@pipeline.transform
+def weather_clean(weather_raw: pl.LazyFrame) -> pl.LazyFrame:
+    """One weather row per airport and hour (the raw data can repeat an hour)."""
+    return (
+        weather_raw.sort("origin", "time_hour")
+        .unique(subset=["origin", "time_hour"], keep="first", maintain_order=True)
+        .select("origin", "time_hour", "temp", "humid", "wind_speed", "wind_gust",
+                "precip", "visib")
+    )  # fmt: skip
+
+
+@pipeline.transform
+def planes_clean(planes_raw: pl.LazyFrame) -> pl.LazyFrame:
+    """Aircraft with their build year renamed, so it cannot clash with the flight year."""
+    return planes_raw.select(
+        "tailnum",
+        pl.col("year").alias("plane_year"),
+        "manufacturer",
+        "model",
+        "engines",
+        "seats",
+    ).unique(subset=["tailnum"], keep="first", maintain_order=True)
+
+
+# -- join and derive -----------------------------------------------------------------------
+
+
+@pipeline.transform(partitions=DAYS, config=["delay_threshold_min"])
+def flights_enriched(
+    flights_clean: pl.LazyFrame,
+    weather_clean: pl.LazyFrame,
+    planes_clean: pl.LazyFrame,
+    airlines_raw: pl.LazyFrame,
+    airports_raw: pl.LazyFrame,
+    delay_threshold_min: int,
+) -> pl.LazyFrame:
+    """Flights with the weather at departure, the aircraft, the airline and derived columns."""
+    return (
+        flights_clean.join(weather_clean, on=["origin", "time_hour"], how="left")
+        .join(planes_clean, on="tailnum", how="left")
+        .join(airlines_raw.rename({"name": "airline"}), on="carrier", how="left")
+        .join(airports_raw, on="dest", how="left")
+        .with_columns(
+            is_delayed=pl.col("dep_delay") > delay_threshold_min,
+            speed_mph=pl.col("distance") / (pl.col("air_time") / 60),
+            gain_min=pl.col("dep_delay") - pl.col("arr_delay"),
+            plane_age=pl.col("time_hour").dt.year() - pl.col("plane_year"),
+            route=pl.col("origin") + "-" + pl.col("dest"),
+            dep_hour_local=pl.col("sched_dep").dt.convert_time_zone("America/New_York").dt.hour(),
+        )
+    )
+
+
+# -- reports -------------------------------------------------------------------------------
+
+pipeline.sql(
+    "carrier_monthly",
+    """
+    SELECT carrier,
+           any_value(airline)                                  AS airline,
+           date_trunc('month', time_hour)                      AS month,
+           count(*)                                            AS flights,
+           avg(CASE WHEN cancelled THEN 1.0 ELSE 0.0 END)      AS cancelled_share,
+           avg(dep_delay)                                      AS mean_dep_delay,
+           quantile_cont(dep_delay, 0.9)                       AS p90_dep_delay,
+           avg(CASE WHEN is_delayed THEN 1.0 ELSE 0.0 END)     AS delayed_share
+    FROM flights_enriched
+    GROUP BY carrier, date_trunc('month', time_hour)
+    ORDER BY carrier, month
+    """,
+    description="Monthly delay and cancellation figures per carrier (DuckDB SQL)",
+)
+
+
+@pipeline.transform
+def delay_by_weather(flights_enriched: pl.LazyFrame) -> pl.LazyFrame:
+    """Mean departure delay by visibility band and precipitation."""
+    return (
+        flights_enriched.filter(~pl.col("cancelled"))
+        .with_columns(
+            visibility=pl.col("visib").cut([1, 3, 5, 9.99], labels=["<1", "1-3", "3-5", "5-10", "10"]).cast(pl.String),
+            raining=pl.col("precip") > 0,
+        )
+        .group_by("visibility", "raining")
+        .agg(
+            flights=pl.len(),
+            mean_dep_delay=pl.col("dep_delay").mean(),
+            delayed_share=pl.col("is_delayed").mean(),
+        )
+        .sort("visibility", "raining")
+    )  # fmt: skip
+
+
+@pipeline.sink(config=["out_dir"])
+def export_reports(
+    carrier_monthly: pl.DataFrame, delay_by_weather: pl.DataFrame, out_dir: str
+) -> None:
+    """Write the two reports as CSV files for people to open."""
+    folder = _dir(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    carrier_monthly.write_csv(folder / "carrier_monthly.csv")
+    delay_by_weather.write_csv(folder / "delay_by_weather.csv")
