@@ -53,3 +53,12 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     finally:
         with psycopg.connect(postgres_server, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[object]:
+    """An empty project (SQLite metadata, Delta datasets) in a temporary folder."""
+    import headrace as hr
+
+    with hr.Project.create(tmp_path / "project") as proj:
+        yield proj

@@ -73,13 +73,16 @@ class DatasetStore:
         return self.root / name
 
     def exists(self, name: str) -> bool:
-        """True when the dataset has at least one committed version."""
-        return (self.path(name) / "_delta_log").is_dir() and self.current_version(name) is not None
+        """True when the dataset has at least one committed version (a commit file exists)."""
+        log = self.path(name) / "_delta_log"
+        return log.is_dir() and any(log.glob("*.json"))
 
     def current_version(self, name: str) -> int | None:
         """The newest committed Delta version, or None when the dataset has none."""
+        if not self.exists(name):
+            return None
         try:
-            return int(DeltaTable(self.path(name), without_files=True).version())
+            return int(DeltaTable(self.path(name)).version())
         except TableNotFoundError:
             return None
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -140,7 +141,11 @@ class TaskRunner:
         inputs, input_keys, rows_in = self._resolve_inputs(task)
         config = self._config_for(node)
         cache_key = key_hash(
-            code_hash, node.kind.value, config, task.partition, sorted(input_keys.items())
+            code_hash,
+            node.kind.value,
+            config,
+            task.partition,
+            [f"{k}={v}" for k, v in sorted(input_keys.items())],
         )
         if node.ephemeral:
             reason = "ephemeral"
@@ -206,7 +211,7 @@ class TaskRunner:
             cache_key=cache_key,
             rows_in=rows_in,
             rows_out=frame.height,
-            bytes_out=frame.estimated_size(),
+            bytes_out=int(frame.estimated_size()),
             dataset=output.dataset,
             version=output.version,
         )
@@ -305,7 +310,7 @@ class TaskRunner:
             )
             try:
                 value, frame = _with_timeout(
-                    node, lambda ctx=context: self._call(task, inputs, config, ctx)
+                    node, partial(self._call, task, inputs, config, context)
                 )
                 return _Attempted(value, frame, attempt)
             except Exception as exc:
@@ -471,12 +476,13 @@ def _run_sql(node: Node, inputs: dict[str, Any]) -> pl.DataFrame:
     try:
         for name, value in inputs.items():
             connection.register(name, value)
-        return connection.sql(node.sql).pl()
+        result: pl.DataFrame = connection.sql(node.sql).pl()
     except duckdb.Error as exc:
         msg = f"SQL of node {node.name!r} failed: {exc}"
         raise NodeExecutionError(node.name, msg) from exc
     finally:
         connection.close()
+    return result
 
 
 def _lazy(value: Any) -> pl.LazyFrame:
@@ -507,7 +513,7 @@ def _as_frame(node: Node, value: Any) -> pl.DataFrame:
     if isinstance(value, pl.DataFrame):
         return value
     if hasattr(value, "__arrow_c_stream__") or hasattr(value, "__arrow_c_array__"):
-        frame = pl.DataFrame(value)
+        frame: pl.DataFrame = pl.DataFrame(value)
         return frame
     msg = (
         f"node {node.name!r} returned {type(value).__name__}, but its output is stored as a "

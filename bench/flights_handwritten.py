@@ -1,0 +1,135 @@
+"""The flights pipeline written by hand in Polars: the baseline of ``bench/flights_e2e.py``.
+
+    .venv/bin/python bench/flights_handwritten.py --data bench/data/flights_x10 --out /tmp/hw
+
+Does exactly the work of ``examples/flights/pipeline.py``, with no framework: it calls the very
+same node functions (the pipeline's decorators return them unchanged), runs the same DuckDB SQL
+for ``carrier_monthly``, collects every dataset the pipeline persists once, writes it as a
+Parquet file (``<out>/<name>.parquet``), reuses the collected frame downstream, drops it after
+its last consumer, and finally calls the export sink, which writes the two report CSVs. It runs
+the steps one after another; Polars and DuckDB use every core inside each step.
+
+The last line of stdout is one JSON object: ``seconds`` (wall time of the work, excluding the
+interpreter start and imports), ``max_rss_kib`` (peak RSS of this process, from
+``getrusage``), ``import_rss_kib`` (peak RSS before the work started), ``steps`` (seconds per
+dataset), ``phases`` (the same split into ``compute`` and ``write``) and ``rows`` per dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "flights"
+if str(EXAMPLE) not in sys.path:
+    sys.path.insert(0, str(EXAMPLE))
+
+import pipeline as flights  # noqa: E402  (examples/flights/pipeline.py)
+
+import headrace as hr  # noqa: E402  (only for the NodeContext that flights_raw takes)
+
+DELAY_THRESHOLD_MIN = 15  # examples/flights/headrace.toml
+CARRIER_MONTHLY_SQL: str = flights.pipeline.nodes["carrier_monthly"].sql or ""
+
+
+def _carrier_monthly(flights_enriched: pl.DataFrame) -> pl.DataFrame:
+    """The pipeline's DuckDB SQL over the enriched flights."""
+    connection = duckdb.connect()
+    try:
+        connection.register("flights_enriched", flights_enriched)
+        return connection.sql(CARRIER_MONTHLY_SQL).pl()
+    finally:
+        connection.close()
+
+
+def run(data_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Run the whole pipeline by hand; returns seconds and rows per step."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = str(data_dir.resolve())
+    steps: dict[str, float] = {}
+    phases: dict[str, dict[str, float]] = {}
+    rows: dict[str, int] = {}
+
+    def persist(name: str, compute: Callable[[], pl.LazyFrame | pl.DataFrame]) -> pl.DataFrame:
+        started = time.perf_counter()
+        value = compute()
+        frame = value.collect() if isinstance(value, pl.LazyFrame) else value
+        computed = time.perf_counter()
+        frame.write_parquet(out_dir / f"{name}.parquet")
+        ended = time.perf_counter()
+        steps[name] = ended - started
+        phases[name] = {"compute": computed - started, "write": ended - computed}
+        rows[name] = frame.height
+        return frame
+
+    context = hr.NodeContext(run_id="handwritten", node="flights_raw")
+    flights_raw = persist("flights_raw", lambda: flights.flights_raw(data, context))
+    weather_raw = persist("weather_raw", lambda: flights.weather_raw(data))
+    planes_raw = persist("planes_raw", lambda: flights.planes_raw(data))
+    airlines_raw = persist("airlines_raw", lambda: flights.airlines_raw(data))
+    airports_raw = flights.airports_raw(data)  # ephemeral in the pipeline: stays lazy
+
+    flights_clean = persist("flights_clean", lambda: flights.flights_clean(flights_raw.lazy()))
+    del flights_raw
+    weather_clean = persist("weather_clean", lambda: flights.weather_clean(weather_raw.lazy()))
+    del weather_raw
+    planes_clean = persist("planes_clean", lambda: flights.planes_clean(planes_raw.lazy()))
+    del planes_raw
+
+    flights_enriched = persist(
+        "flights_enriched",
+        lambda: flights.flights_enriched(
+            flights_clean.lazy(),
+            weather_clean.lazy(),
+            planes_clean.lazy(),
+            airlines_raw.lazy(),
+            airports_raw,
+            DELAY_THRESHOLD_MIN,
+        ),
+    )
+    del flights_clean, weather_clean, planes_clean, airlines_raw
+
+    carrier_monthly = persist("carrier_monthly", lambda: _carrier_monthly(flights_enriched))
+    delay_by_weather = persist(
+        "delay_by_weather", lambda: flights.delay_by_weather(flights_enriched.lazy())
+    )
+    del flights_enriched
+
+    started = time.perf_counter()
+    flights.export_reports(carrier_monthly, delay_by_weather, str(out_dir.resolve()))
+    steps["export_reports"] = time.perf_counter() - started
+    return {"steps": steps, "phases": phases, "rows": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder with the CSVs")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the Parquet files")
+    args = parser.parse_args(argv)
+    import_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    detail = run(args.data, args.out)
+    seconds = time.perf_counter() - started
+    result = {
+        "side": "handwritten",
+        "seconds": seconds,
+        "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "import_rss_kib": import_rss,
+        **detail,
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
