@@ -25,6 +25,7 @@ STAMP = VENV / ".headrace-setup"
 
 
 def run(*args: str | Path, **env: str) -> None:
+    """Run a command in the repository; exit with its code if it fails."""
     print("+", " ".join(str(a) for a in args), flush=True)
     result = subprocess.run(
         [str(a) for a in args], cwd=ROOT, env={**os.environ, **env}, check=False
@@ -34,8 +35,7 @@ def run(*args: str | Path, **env: str) -> None:
 
 
 def setup() -> None:
-    if sys.version_info < (3, 11):
-        sys.exit(f"headrace needs Python >= 3.11; this is {sys.version.split()[0]}")
+    """Create .venv and install headrace[dev] (again only when pyproject.toml changed)."""
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == wanted and PYTHON.exists():
         return
@@ -48,15 +48,16 @@ def setup() -> None:
 
 
 def example() -> None:
+    """Run the flights example end to end, then list its datasets."""
     project = ROOT / "examples" / "flights"
     run(BIN / "headrace", "--project", project, "run")
     run(BIN / "headrace", "--project", project, "datasets")
-    print(
-        f"\nreports written to {project / 'out'}; try: .venv/bin/headrace --project {project.relative_to(ROOT)} runs"
-    )
+    print(f"\nreports written to {project / 'out'}")
+    print(f"next: .venv/bin/headrace --project {project.relative_to(ROOT)} runs")
 
 
 def test() -> None:
+    """Lint, type-check, check layers, run the tests and the benchmarks at smoke size."""
     run(BIN / "ruff", "check", "src", "tests", "bench", "examples", "dev.py")
     run(BIN / "ruff", "format", "--check", "src", "tests", "bench", "examples", "dev.py")
     run(BIN / "mypy")

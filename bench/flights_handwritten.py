@@ -60,9 +60,11 @@ def run(data_dir: Path, out_dir: Path) -> dict[str, Any]:
     phases: dict[str, dict[str, float]] = {}
     rows: dict[str, int] = {}
 
-    def persist(name: str, compute: Callable[[], pl.LazyFrame | pl.DataFrame]) -> pl.DataFrame:
+    def persist(
+        name: str, compute: Callable[..., pl.LazyFrame | pl.DataFrame], *args: Any
+    ) -> pl.DataFrame:
         started = time.perf_counter()
-        value = compute()
+        value = compute(*args)
         frame = value.collect() if isinstance(value, pl.LazyFrame) else value
         computed = time.perf_counter()
         frame.write_parquet(out_dir / f"{name}.parquet")
@@ -73,35 +75,34 @@ def run(data_dir: Path, out_dir: Path) -> dict[str, Any]:
         return frame
 
     context = hr.NodeContext(run_id="handwritten", node="flights_raw")
-    flights_raw = persist("flights_raw", lambda: flights.flights_raw(data, context))
-    weather_raw = persist("weather_raw", lambda: flights.weather_raw(data))
-    planes_raw = persist("planes_raw", lambda: flights.planes_raw(data))
-    airlines_raw = persist("airlines_raw", lambda: flights.airlines_raw(data))
+    flights_raw = persist("flights_raw", flights.flights_raw, data, context)
+    weather_raw = persist("weather_raw", flights.weather_raw, data)
+    planes_raw = persist("planes_raw", flights.planes_raw, data)
+    airlines_raw = persist("airlines_raw", flights.airlines_raw, data)
     airports_raw = flights.airports_raw(data)  # ephemeral in the pipeline: stays lazy
 
-    flights_clean = persist("flights_clean", lambda: flights.flights_clean(flights_raw.lazy()))
-    del flights_raw
-    weather_clean = persist("weather_clean", lambda: flights.weather_clean(weather_raw.lazy()))
+    flights_clean = persist("flights_clean", flights.flights_clean, flights_raw.lazy())
+    del flights_raw  # each frame is dropped after its last consumer, as headrace does
+    weather_clean = persist("weather_clean", flights.weather_clean, weather_raw.lazy())
     del weather_raw
-    planes_clean = persist("planes_clean", lambda: flights.planes_clean(planes_raw.lazy()))
+    planes_clean = persist("planes_clean", flights.planes_clean, planes_raw.lazy())
     del planes_raw
 
     flights_enriched = persist(
         "flights_enriched",
-        lambda: flights.flights_enriched(
-            flights_clean.lazy(),
-            weather_clean.lazy(),
-            planes_clean.lazy(),
-            airlines_raw.lazy(),
-            airports_raw,
-            DELAY_THRESHOLD_MIN,
-        ),
+        flights.flights_enriched,
+        flights_clean.lazy(),
+        weather_clean.lazy(),
+        planes_clean.lazy(),
+        airlines_raw.lazy(),
+        airports_raw,
+        DELAY_THRESHOLD_MIN,
     )
     del flights_clean, weather_clean, planes_clean, airlines_raw
 
-    carrier_monthly = persist("carrier_monthly", lambda: _carrier_monthly(flights_enriched))
+    carrier_monthly = persist("carrier_monthly", _carrier_monthly, flights_enriched)
     delay_by_weather = persist(
-        "delay_by_weather", lambda: flights.delay_by_weather(flights_enriched.lazy())
+        "delay_by_weather", flights.delay_by_weather, flights_enriched.lazy()
     )
     del flights_enriched
 

@@ -147,6 +147,7 @@ def flights_enriched(
     planes_clean: pl.LazyFrame,
     airlines_raw: pl.LazyFrame,
     airports_raw: pl.LazyFrame,
+    *,
     delay_threshold_min: int,
 ) -> pl.LazyFrame:
     """Flights with the weather at departure, the aircraft, the airline and derived columns."""
@@ -193,7 +194,10 @@ def delay_by_weather(flights_enriched: pl.LazyFrame) -> pl.LazyFrame:
     return (
         flights_enriched.filter(~pl.col("cancelled"))
         .with_columns(
-            visibility=pl.col("visib").cut([1, 3, 5, 9.99], labels=["<1", "1-3", "3-5", "5-10", "10"]).cast(pl.String),
+            visibility=pl.when(pl.col("visib") < 1).then(pl.lit("<1 mi"))
+            .when(pl.col("visib") < 3).then(pl.lit("1-3 mi"))
+            .when(pl.col("visib") < 10).then(pl.lit("3-10 mi"))
+            .otherwise(pl.lit("10 mi")),
             raining=pl.col("precip") > 0,
         )
         .group_by("visibility", "raining")

@@ -51,7 +51,7 @@ def test_static_partitions() -> None:
 
 def test_range_syntax() -> None:
     assert parse_partition_range("a..b") == ("a", "b")
-    with pytest.raises(PartitionError, match="FIRST..LAST"):
+    with pytest.raises(PartitionError, match=r"FIRST\.\.LAST"):
         parse_partition_range("a-b")
     with pytest.raises(PartitionError, match="swap its ends"):
         DAYS.expand_range("2013-01-05", "2013-01-01", node="n")

@@ -1,4 +1,4 @@
-"""Fixtures for the storage tests: a dataset store in a temp folder, a metadata store per backend."""
+"""Storage fixtures: a dataset store in a temp folder, a metadata store per backend."""
 
 from __future__ import annotations
 

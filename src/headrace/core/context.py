@@ -24,6 +24,7 @@ class NodeContext:
         >>> @pipeline.source
         ... def days(context: hr.NodeContext) -> pl.LazyFrame:
         ...     return pl.LazyFrame({"partition": [context.partition]})
+
     """
 
     run_id: str

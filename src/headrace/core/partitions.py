@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
 import polars as pl
+from typing_extensions import override
 
 from headrace.errors import PartitionError
 
@@ -75,6 +76,7 @@ class DailyPartitions(PartitionScheme):
         >>> scheme = DailyPartitions("time_hour", start="2013-01-01", end="2013-01-03")
         >>> scheme.keys()
         ('2013-01-01', '2013-01-02', '2013-01-03')
+
     """
 
     column: str
@@ -100,10 +102,12 @@ class DailyPartitions(PartitionScheme):
         assert isinstance(self.end, date)
         return self.end
 
+    @override
     def keys(self) -> tuple[str, ...]:
         days = (self._end - self._start).days + 1
         return tuple((self._start + timedelta(days=i)).isoformat() for i in range(days))
 
+    @override
     def validate_key(self, key: str, *, node: str) -> str:
         day = _parse_day(key, node=node)
         if not self._start <= day <= self._end:
@@ -114,6 +118,7 @@ class DailyPartitions(PartitionScheme):
             raise PartitionError(msg)
         return day.isoformat()
 
+    @override
     def expand_range(self, first: str, last: str, *, node: str) -> tuple[str, ...]:
         lo = date.fromisoformat(self.validate_key(first, node=node))
         hi = date.fromisoformat(self.validate_key(last, node=node))
@@ -126,12 +131,14 @@ class DailyPartitions(PartitionScheme):
         lo = datetime.combine(date.fromisoformat(key), time(0), tzinfo=UTC)
         return lo, lo + timedelta(days=1)
 
+    @override
     def filter(self, key: str) -> pl.Expr:
         lo, hi = self._bounds(key)
         col = pl.col(self.column)
         # Works for tz-aware datetimes (compared in UTC) and for Date columns.
         return (col >= pl.lit(lo)) & (col < pl.lit(hi))
 
+    @override
     def sql_predicate(self, key: str) -> str:
         lo, hi = self._bounds(key)
         return (
@@ -139,6 +146,7 @@ class DailyPartitions(PartitionScheme):
             f"\"{self.column}\" < '{hi.strftime('%Y-%m-%dT%H:%M:%SZ')}'"
         )
 
+    @override
     def describe(self) -> str:
         return f"daily on {self.column} ({self._start}..{self._end})"
 
@@ -150,6 +158,7 @@ class StaticPartitions(PartitionScheme):
     Example:
         >>> StaticPartitions("origin", ["EWR", "JFK", "LGA"]).keys()
         ('EWR', 'JFK', 'LGA')
+
     """
 
     column: str
@@ -165,9 +174,11 @@ class StaticPartitions(PartitionScheme):
             raise PartitionError(msg)
         object.__setattr__(self, "values", values)
 
+    @override
     def keys(self) -> tuple[str, ...]:
         return tuple(self.values)
 
+    @override
     def validate_key(self, key: str, *, node: str) -> str:
         if key not in self.values:
             known = ", ".join(self.values)
@@ -175,6 +186,7 @@ class StaticPartitions(PartitionScheme):
             raise PartitionError(msg)
         return key
 
+    @override
     def expand_range(self, first: str, last: str, *, node: str) -> tuple[str, ...]:
         keys = self.keys()
         lo = keys.index(self.validate_key(first, node=node))
@@ -184,13 +196,16 @@ class StaticPartitions(PartitionScheme):
             raise PartitionError(msg)
         return keys[lo : hi + 1]
 
+    @override
     def filter(self, key: str) -> pl.Expr:
         return pl.col(self.column) == pl.lit(key)
 
+    @override
     def sql_predicate(self, key: str) -> str:
         escaped = key.replace("'", "''")
         return f"\"{self.column}\" = '{escaped}'"
 
+    @override
     def describe(self) -> str:
         return f"static on {self.column} ({len(self.values)} keys)"
 

@@ -14,6 +14,7 @@ Example:
     ['numbers', 'doubled']
 
 The decorators return the function unchanged, so it stays an ordinary, testable function.
+
 """
 
 from __future__ import annotations
@@ -260,7 +261,7 @@ def _bind_parameters(
             raise PipelineError(msg)
     try:
         hints = inspect.get_annotations(fn, eval_str=True)
-    except Exception:  # noqa: BLE001 - unresolvable annotations just mean "no hint"
+    except Exception:
         hints = {}
     bindings = []
     for param in parameters.values():

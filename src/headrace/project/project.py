@@ -10,6 +10,7 @@ Example:
     ...     result = project.run(pipeline)
     ...     print(result.status.value, project.read("greetings").height)
     succeeded 2
+
 """
 
 from __future__ import annotations
@@ -236,7 +237,7 @@ class Project:
         """One run with its node runs (a unique prefix of the id is enough)."""
         record = self.metadata.get_run(run_id)
         if record is None:
-            msg = f"no run {run_id!r} in this project (or the prefix is ambiguous); see `headrace runs`"
+            msg = f"no run {run_id!r} here (or the prefix is ambiguous); see `headrace runs`"
             raise UnknownNodeError(msg)
         return record
 
@@ -284,11 +285,11 @@ def _load_module(root: Path, entry: str) -> ModuleType:
         msg = f"pipeline module {entry!r} listed in {SETTINGS_FILE} does not exist at {path}"
         raise ConfigError(msg)
     digest = hashlib.blake2b(str(path).encode(), digest_size=6).hexdigest()
+    # Executed afresh for each Project, so an edited pipeline file is picked up.
     module_name = f"_headrace_project_{digest}_{path.stem}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     folder = str(path.parent)
     if folder not in sys.path:

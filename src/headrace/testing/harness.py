@@ -94,7 +94,7 @@ def _with_sources(pipeline: Pipeline, sources: Mapping[str, pl.DataFrame]) -> Pi
         copy.source(_constant(frame), name=name, cache=True, version=content_hash(frame))
     for node in pipeline.nodes.values():
         if node.name not in sources:
-            copy._add(node)  # noqa: SLF001 - same package family, copying declared nodes
+            copy._add(node)
     return copy
 
 

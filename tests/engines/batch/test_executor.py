@@ -68,7 +68,9 @@ def dags(draw: st.DrawFn) -> dict[str, list[str]]:
     return edges
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(edges=dags(), workers=st.integers(1, 4))
 def test_every_node_runs_once_after_its_inputs(
     project: hr.Project, edges: dict[str, list[str]], workers: int
@@ -90,8 +92,9 @@ def _with_params(name: str, parents: list[str], lock: threading.Lock, order: lis
     """A function whose parameters are exactly the node's parents (Hamilton-style binding)."""
     namespace: dict[str, object] = {"lock": lock, "order": order}
     args = ", ".join(parents)
-    exec(  # noqa: S102 - builds a test function with a given parameter list
-        f"def {name}({args}):\n    with lock:\n        order.append({name!r})\n    return {name!r}\n",
+    exec(
+        f"def {name}({args}):\n"
+        f"    with lock:\n        order.append({name!r})\n    return {name!r}\n",
         namespace,
     )
     return namespace[name]

@@ -1,3 +1,4 @@
+import itertools
 import time
 from datetime import UTC, datetime
 
@@ -27,7 +28,7 @@ def test_retries_with_backoff_until_success(project: hr.Project) -> None:
     result = project.run(pipeline)
     assert result.ok
     assert result.record("flaky").attempts == 3
-    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert gaps[0] >= 0.05
     assert gaps[1] >= 0.1  # the delay doubles
 
@@ -178,11 +179,17 @@ def _events() -> pl.DataFrame:
 def _partitioned(factor: int) -> hr.Pipeline:
     days = hr.DailyPartitions("t", start="2013-01-01", end="2013-01-04")
     pipeline = hr.Pipeline("p")
-    pipeline.source(lambda context: _events().filter(context.partition_filter()), name="events", partitions=days)
+    pipeline.source(
+        lambda context: _events().filter(context.partition_filter()), name="events", partitions=days
+    )
     if factor == 10:
-        pipeline.transform(lambda events: events.with_columns(pl.col("v") * 10), name="scaled", partitions=days)
+        pipeline.transform(
+            lambda events: events.with_columns(pl.col("v") * 10), name="scaled", partitions=days
+        )
     else:
-        pipeline.transform(lambda events: events.with_columns(pl.col("v") * 100), name="scaled", partitions=days)
+        pipeline.transform(
+            lambda events: events.with_columns(pl.col("v") * 100), name="scaled", partitions=days
+        )
     return pipeline
 
 

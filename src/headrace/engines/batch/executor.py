@@ -23,6 +23,8 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
+from typing_extensions import override
+
 from headrace.core.records import NodeRunRecord, NodeStatus
 from headrace.engines.batch.plan import Plan, Task
 
@@ -52,6 +54,7 @@ class LocalExecutor(Executor):
     def __init__(self, max_workers: int | None = None) -> None:
         self.max_workers = max_workers or max(2, os.cpu_count() or 2)
 
+    @override
     def execute(
         self, plan: Plan, run_task: RunTask, skipped: Skip, *, fail_fast: bool
     ) -> dict[str, NodeRunRecord]:

@@ -22,15 +22,29 @@ class Written(Protocol):
     """The result of one committed dataset write."""
 
     @property
-    def version(self) -> int: ...
+    def version(self) -> int:
+        """The committed version number."""
+        ...
+
     @property
-    def rows_written(self) -> int: ...
+    def rows_written(self) -> int:
+        """Rows in this write."""
+        ...
+
     @property
-    def total_rows(self) -> int: ...
+    def total_rows(self) -> int:
+        """Rows in the dataset at this version."""
+        ...
+
     @property
-    def bytes(self) -> int: ...
+    def bytes(self) -> int:
+        """Size of the dataset at this version, in bytes."""
+        ...
+
     @property
-    def schema(self) -> Mapping[str, str]: ...
+    def schema(self) -> Mapping[str, str]:
+        """Column name -> dtype text."""
+        ...
 
 
 class DatasetWriter(Protocol):

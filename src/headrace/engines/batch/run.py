@@ -121,7 +121,7 @@ class BatchRun:
         return build_plan(self.graph, partitions=self.partitions)
 
     def execute(self, plan: Plan | None = None) -> RunResult:
-        """Run every task; never raises for node failures (see :meth:`RunResult.raise_for_status`)."""
+        """Run every task; node failures come back in the result (see ``raise_for_status``)."""
         plan = plan or self.plan()
         code_hashes = self.graph.code_hashes
         started = datetime.now(UTC)

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import threading
 import time
-from functools import partial
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 import polars as pl
@@ -106,7 +106,7 @@ class TaskRunner:
         started = _now()
         try:
             record = self._run(task, started)
-        except Exception as exc:  # noqa: BLE001 - a node failure becomes a failed record
+        except Exception as exc:
             record = self._record(
                 task,
                 NodeStatus.FAILED,
@@ -320,7 +320,8 @@ class TaskRunner:
                 context.logger.warning(
                     "node %s attempt %d/%d failed: %s", node.name, attempt, attempts, exc
                 )
-        raise AssertionError("unreachable")  # pragma: no cover
+        msg = "unreachable"
+        raise AssertionError(msg)  # pragma: no cover
 
     def _call(
         self, task: Task, inputs: dict[str, Any], config: dict[str, Any], context: NodeContext
@@ -533,7 +534,7 @@ def _with_timeout(
     def target() -> None:
         try:
             box["result"] = call()
-        except BaseException as exc:  # noqa: BLE001 - handed back to the waiting thread
+        except BaseException as exc:
             box["error"] = exc
 
     worker = threading.Thread(target=target, name=f"headrace-{node.name}", daemon=True)
