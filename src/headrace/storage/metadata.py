@@ -12,7 +12,7 @@ is committed to Delta Lake before it is recorded here (see :mod:`headrace.storag
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError
@@ -151,6 +151,35 @@ class MetadataStore:
                 .where(runs.c.run_id == run_id)
                 .values(status=status.value, ended_at=ended_at, error=error)
             )
+
+    def close_abandoned_runs(
+        self, host: str, alive: Callable[[int], bool], ended_at: datetime
+    ) -> int:
+        """Mark ``running`` runs of ``host`` whose process is gone as failed; returns how many.
+
+        A run killed with ``kill -9`` cannot close its own record; the next run on the same
+        host does it, so listings do not show it running forever.
+        """
+        query = sa.select(runs.c.run_id, runs.c.params).where(
+            runs.c.status == RunStatus.RUNNING.value
+        )
+        with self._read() as c:
+            candidates = c.execute(query).all()
+        dead = [
+            (run_id, params["pid"])
+            for run_id, params in candidates
+            if params.get("host") == host
+            and isinstance(params.get("pid"), int)
+            and not alive(params["pid"])
+        ]
+        for run_id, pid in dead:
+            self.finish_run(
+                run_id,
+                status=RunStatus.FAILED,
+                ended_at=ended_at,
+                error=f"abandoned: its process (pid {pid}) ended without closing the run",
+            )
+        return len(dead)
 
     def record_node_runs(self, pipeline: str, records: list[NodeRunRecord]) -> None:
         """Store finished node runs (one transaction for the batch)."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import secrets
-from collections.abc import Mapping, Sequence
+import socket
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -46,6 +48,12 @@ class RunLogWithRuns(RunLog, Protocol):
         self, run_id: str, *, status: RunStatus, ended_at: datetime, error: str | None = None
     ) -> None:
         """Close a run."""
+        ...
+
+    def close_abandoned_runs(
+        self, host: str, alive: Callable[[int], bool], ended_at: datetime
+    ) -> int:
+        """Fail the running runs of ``host`` whose process is gone."""
         ...
 
 
@@ -125,6 +133,8 @@ class BatchRun:
         plan = plan or self.plan()
         code_hashes = self.graph.code_hashes
         started = datetime.now(UTC)
+        host = socket.gethostname()
+        self.log.close_abandoned_runs(host, _process_alive, started)
         self.log.start_run(
             run_id=self.run_id,
             pipeline=self.graph.pipeline,
@@ -135,6 +145,8 @@ class BatchRun:
                 "fail_fast": self.fail_fast,
                 "trigger": self.trigger,
                 "executor": type(self.executor).__name__,
+                "host": host,
+                "pid": os.getpid(),
             },
             config=redact_mapping(self.graph.config),
             code_hash=key_hash(*sorted(code_hashes.items())),
@@ -180,3 +192,15 @@ class BatchRun:
             records=ordered,
             outputs=leaves,
         )
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
