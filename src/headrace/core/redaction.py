@@ -4,6 +4,8 @@
 'postgresql://app:***@db:5432/prod'
 >>> redact("redis://:tok3n@cache:6379/0 and https://u:p@x/y")
 'redis://:***@cache:6379/0 and https://u:***@x/y'
+>>> redact("postgresql://u:ab/cd+ef==@db/x")
+'postgresql://u:***@db/x'
 """
 
 from __future__ import annotations
@@ -14,9 +16,7 @@ from typing import Any
 
 __all__ = ["redact", "redact_mapping"]
 
-_URL_PASSWORD = re.compile(
-    r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s]*:)(?P<secret>[^@\s/]+)@"
-)
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s]*:)(?P<secret>[^@\s]+)@")
 _SECRET_PAIR = re.compile(
     r"(?P<key>\b(?:password|passwd|pwd|secret|token|api_key|apikey)\s*[=:]\s*)(?P<value>[^\s&;,]+)",
     re.IGNORECASE,

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, write_deltalake
@@ -39,25 +40,53 @@ class WriteResult:
     schema: Mapping[str, str]
 
 
-# Delta Lake has no unsigned integers and no Null-typed columns; widen them before writing.
+# Delta Lake has no unsigned integers, no Null, Categorical or Enum types: widen them losslessly
+# before writing (recursively inside lists, arrays and structs). Types it cannot hold at all are
+# refused with the column's name.
 _WIDEN: dict[type[pl.DataType], pl.DataType] = {
     pl.UInt8: pl.Int16(),
     pl.UInt16: pl.Int32(),
     pl.UInt32: pl.Int64(),
-    pl.UInt64: pl.Int64(),
+    pl.UInt64: pl.Int64(),  # values above the Int64 range are refused, see _storable
     pl.Null: pl.String(),
     pl.Categorical: pl.String(),
     pl.Enum: pl.String(),
-    pl.Object: pl.String(),
 }
+_REFUSED = (pl.Object, pl.Time, pl.Duration)
+
+
+def _storable_dtype(column: str, dtype: Any) -> pl.DataType:
+    if isinstance(dtype, pl.List):
+        return pl.List(_storable_dtype(column, dtype.inner))
+    if isinstance(dtype, pl.Array):
+        return pl.List(_storable_dtype(column, dtype.inner))
+    if isinstance(dtype, pl.Struct):
+        return pl.Struct([pl.Field(f.name, _storable_dtype(column, f.dtype)) for f in dtype.fields])
+    if isinstance(dtype, _REFUSED):
+        msg = (
+            f"column {column!r} has type {dtype}, which Delta Lake cannot store: cast it "
+            "in the node (e.g. to String, Int64 or a Datetime)"
+        )
+        raise DatasetError(msg)
+    widened = _WIDEN.get(dtype.base_type())
+    if widened is not None:
+        return widened
+    result: pl.DataType = dtype() if isinstance(dtype, type) else dtype
+    return result
 
 
 def _storable(frame: pl.DataFrame) -> pl.DataFrame:
-    casts = {
-        name: _WIDEN[dtype.base_type()]
-        for name, dtype in frame.schema.items()
-        if dtype.base_type() in _WIDEN
-    }
+    casts: dict[str, pl.DataType] = {}
+    for name, dtype in frame.schema.items():
+        target = _storable_dtype(name, dtype)
+        if dtype == pl.UInt64 and (frame[name].max() or 0) > 2**63 - 1:  # type: ignore[operator]
+            msg = (
+                f"column {name!r} holds UInt64 values above the Int64 range, and Delta Lake has "
+                "no unsigned type: cast it in the node (e.g. to Decimal(20, 0) or String)"
+            )
+            raise DatasetError(msg)
+        if target != dtype:
+            casts[name] = target
     return frame.cast(casts) if casts else frame  # type: ignore[arg-type]
 
 
@@ -100,7 +129,11 @@ class DatasetStore:
         allowed). With ``(scheme, key)`` it replaces only that partition's rows; every row of
         ``frame`` must belong to the partition.
         """
-        frame = _storable(frame)
+        try:
+            frame = _storable(frame)
+        except DatasetError as exc:
+            msg = f"writing dataset {name!r} failed: {exc}"
+            raise DatasetError(msg) from None
         properties = CommitProperties(custom_metadata=dict(commit_metadata))
         path = self.path(name)
         with self._locks[name]:
@@ -124,7 +157,11 @@ class DatasetStore:
                         commit_properties=properties,
                     )
                 table = DeltaTable(path)
-            except (DeltaError, OSError, ValueError) as exc:
+            except BaseException as exc:
+                # deltalake raises several unrelated types, and Rust panics arrive as
+                # PanicException (a BaseException); interrupts pass through untouched.
+                if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+                    raise
                 where = f" partition {partition[1]}" if partition else ""
                 msg = f"writing dataset {name!r}{where} failed: {_first_line(exc)}"
                 raise DatasetError(msg) from exc
@@ -148,20 +185,30 @@ class DatasetStore:
         if not self.exists(name):
             msg = f"dataset {name!r} has no data under {self.path(name)}; run its pipeline first"
             raise DatasetNotFoundError(msg)
+        if version is not None and not self._has_version(name, version):
+            msg = (
+                f"dataset {name!r} has no version {version}; see `headrace datasets history {name}`"
+            )
+            raise DatasetVersionNotFoundError(msg)
         try:
             frame = pl.scan_delta(str(self.path(name)), version=version)
-            if version is not None:
-                frame.collect_schema()  # resolves the version now, so a bad one fails here
         except Exception as exc:
-            if version is not None:
-                msg = (
-                    f"dataset {name!r} has no version {version}; "
-                    f"see `headrace datasets history {name}`"
-                )
-                raise DatasetVersionNotFoundError(msg) from exc
             msg = f"reading dataset {name!r} failed: {_first_line(exc)}"
             raise DatasetError(msg) from exc
         return frame if where is None else frame.filter(where)
+
+    def _has_version(self, name: str, version: int) -> bool:
+        if version < 0:
+            return False
+        log = self.path(name) / "_delta_log"
+        if (log / f"{version:020d}.json").exists():
+            return True
+        # Old commit files may have been cleaned up behind a checkpoint: ask Delta.
+        try:
+            DeltaTable(self.path(name), version=version)
+        except (DeltaError, TableNotFoundError, OSError, ValueError):
+            return False
+        return True
 
     def commit_metadata(self, name: str, version: int) -> dict[str, str]:
         """The custom commit metadata stored with one version."""

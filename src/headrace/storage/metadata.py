@@ -12,6 +12,7 @@ is committed to Delta Lake before it is recorded here (see :mod:`headrace.storag
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -56,6 +57,10 @@ def _none(partition: str) -> str | None:
     return partition or None
 
 
+_MIGRATE_TRIES = 8
+_MIGRATION_LOCK = threading.Lock()
+
+
 class MetadataStore:
     """Records of runs, node runs and dataset versions, behind one SQLAlchemy engine."""
 
@@ -65,9 +70,10 @@ class MetadataStore:
         try:
             self._engine = _create_engine(url)
             self._migrate()
-        except sa.exc.SQLAlchemyError as exc:
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            reason = _reason(exc) if isinstance(exc, sa.exc.SQLAlchemyError) else str(exc)
             msg = (
-                f"cannot open the metadata database {redact(url)}: {_reason(exc)}; check "
+                f"cannot open the metadata database {_redact_url(url)}: {redact(reason)}; check "
                 "[metadata] url in headrace.toml (or HEADRACE_METADATA_URL) and that the "
                 "server is running"
             )
@@ -89,12 +95,27 @@ class MetadataStore:
         config = Config()
         config.set_main_option("script_location", str(Path(migrations.__file__).parent))
         head = ScriptDirectory.from_config(config).get_current_head()
-        with self._engine.begin() as connection:
-            current = MigrationContext.configure(connection).get_current_revision()
-            if current == head:
+        with self._engine.connect() as connection:  # an unreachable server fails here, once
+            if MigrationContext.configure(connection).get_current_revision() == head:
                 return
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+        # Alembic's op/context are process-wide: one migration at a time in this process.
+        with _MIGRATION_LOCK:
+            for attempt in range(_MIGRATE_TRIES):
+                try:
+                    with self._engine.begin() as connection:
+                        current = MigrationContext.configure(connection).get_current_revision()
+                        if current == head:
+                            return
+                        config.attributes["connection"] = connection
+                        command.upgrade(config, "head")
+                except sa.exc.DBAPIError:
+                    # Another process may be migrating the same new database right now: its
+                    # transaction wins, ours fails; look again (it is then usually at head).
+                    if attempt == _MIGRATE_TRIES - 1:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
+                else:
+                    return
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
@@ -111,7 +132,7 @@ class MetadataStore:
         try:
             yield
         except sa.exc.SQLAlchemyError as exc:
-            msg = f"metadata database {redact(self.url)} failed: {_reason(exc)}"
+            msg = f"metadata database {_redact_url(self.url)} failed: {_reason(exc)}"
             raise MetadataError(msg) from exc
 
     # -- runs --------------------------------------------------------------------------------
@@ -217,7 +238,11 @@ class MetadataStore:
             row = c.execute(sa.select(runs).where(runs.c.run_id == run_id)).mappings().first()
             if row is None:
                 matches = (
-                    c.execute(sa.select(runs).where(runs.c.run_id.startswith(run_id)).limit(2))
+                    c.execute(
+                        sa.select(runs)
+                        .where(runs.c.run_id.startswith(run_id, autoescape=True))
+                        .limit(2)
+                    )
                     .mappings()
                     .all()
                 )
@@ -382,6 +407,13 @@ def _create_engine(url: str) -> sa.Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _redact_url(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return redact(url)
 
 
 def _reason(exc: sa.exc.SQLAlchemyError) -> str:

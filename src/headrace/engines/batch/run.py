@@ -164,11 +164,13 @@ class BatchRun:
         try:
             records = self.executor.execute(plan, runner, runner.skipped, fail_fast=self.fail_fast)
         except BaseException as exc:
+            runner.flush()
             error = f"interrupted: {type(exc).__name__}: {exc}"
             self.log.finish_run(
                 self.run_id, status=RunStatus.FAILED, ended_at=datetime.now(UTC), error=error
             )
             raise
+        runner.flush()
         ordered = tuple(records[task.id] for task in plan.tasks)
         failed = [r for r in ordered if r.status is NodeStatus.FAILED]
         status = RunStatus.FAILED if failed else RunStatus.SUCCEEDED

@@ -67,6 +67,10 @@ class _Attempted:
     attempts: int
 
 
+_BATCH = 200
+"""Buffered node-run records are written at least every this many records."""
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -96,6 +100,7 @@ class TaskRunner:
         self.outputs: dict[str, Output] = {}
         self._consumers = {tid: len(children) for tid, children in plan.downstream().items()}
         self._lock = threading.Lock()
+        self._pending: list[NodeRunRecord] = []
 
     # -- executor entry points -----------------------------------------------------------------
 
@@ -128,8 +133,23 @@ class TaskRunner:
 
     # -- internals -------------------------------------------------------------------------
 
+    def flush(self) -> None:
+        """Write the buffered node-run records (the run calls this when it ends)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        self.log.record_node_runs(self.graph.pipeline, pending)
+
     def _finish(self, task: Task, record: NodeRunRecord) -> None:
-        self.log.record_node_runs(self.graph.pipeline, [record])
+        # Records of nodes that wrote something (a dataset version, a sink's effect) are the
+        # cache's memory: they are written at once. The others are buffered and written in
+        # batches, which keeps the per-node overhead low; a crash loses at most those.
+        with self._lock:
+            self._pending.append(record)
+            urgent = (record.status is NodeStatus.SUCCEEDED and not task.node.ephemeral) or len(
+                self._pending
+            ) >= _BATCH
+        if urgent:
+            self.flush()
         if record.status.ok:
             self._release_inputs(task)
         if self.observer is not None:
@@ -169,7 +189,7 @@ class TaskRunner:
                     version=hit.version,
                 )
         try:
-            attempted = self._attempt(task, inputs, config)
+            attempted = self._attempt(task, {k: load() for k, load in inputs.items()}, config)
         except Exception as exc:
             exc.cache_reason = reason  # type: ignore[attr-defined]
             raise
@@ -223,8 +243,11 @@ class TaskRunner:
                 values[binding.parameter] = self.graph.config.get(binding.source, binding.default)
         return values
 
-    def _resolve_inputs(self, task: Task) -> tuple[dict[str, Any], dict[str, str], int | None]:
-        values: dict[str, Any] = {}
+    def _resolve_inputs(
+        self, task: Task
+    ) -> tuple[dict[str, Callable[[], Any]], dict[str, str], int | None]:
+        """Per input: a loader of its value (only called when the node runs), its key, rows."""
+        values: dict[str, Callable[[], Any]] = {}
         keys: dict[str, str] = {}
         rows_total: int | None = None
         needed = set(task.upstream)
@@ -241,18 +264,18 @@ class TaskRunner:
             if len(outputs) == 1:
                 output = outputs[0]
                 keys[name] = output.key
-                values[name] = self._materialise(output, where)
+                values[name] = partial(self._materialise, output, where)
                 rows = output.rows
             elif upstream.ephemeral:
                 keys[name] = key_hash(*(o.key for o in outputs))
-                values[name] = pl.concat([_lazy(o.value) for o in outputs], how="diagonal_relaxed")
+                values[name] = partial(_concat, [o.value for o in outputs])
                 rows = None
             else:
                 # Several partitions of a persisted upstream: read its newest recorded version.
                 newest = self.log.latest_write(name, None)
                 assert newest is not None
                 keys[name] = f"{name}@{newest.version}:{newest.content_hash}"
-                values[name] = self.store.scan(name, newest.version, where=where)
+                values[name] = partial(self.store.scan, name, newest.version, where=where)
                 rows = newest.total_rows
             if rows is not None:
                 rows_total = (rows_total or 0) + rows
@@ -299,7 +322,9 @@ class TaskRunner:
         policy = node.retry
         attempts = policy.retries + 1
         for attempt in range(1, attempts + 1):
-            time.sleep(policy.wait_before(attempt))
+            wait = policy.wait_before(attempt)
+            if wait > 0:
+                time.sleep(wait)
             context = NodeContext(
                 run_id=self.run_id,
                 node=node.name,
@@ -484,6 +509,10 @@ def _run_sql(node: Node, inputs: dict[str, Any]) -> pl.DataFrame:
     finally:
         connection.close()
     return result
+
+
+def _concat(values: list[Any]) -> pl.LazyFrame:
+    return pl.concat([_lazy(value) for value in values], how="diagonal_relaxed")
 
 
 def _lazy(value: Any) -> pl.LazyFrame:
