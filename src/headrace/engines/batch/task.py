@@ -60,6 +60,15 @@ class Output:
     version: int | None = None
 
 
+class _AttemptsFailed(Exception):
+    """Every try of a node failed; carries the last error and how many tries were made."""
+
+    def __init__(self, error: Exception, attempts: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.attempts = attempts
+
+
 @dataclass
 class _Attempted:
     value: Any
@@ -113,12 +122,7 @@ class TaskRunner:
             record = self._run(task, started)
         except Exception as exc:
             record = self._record(
-                task,
-                NodeStatus.FAILED,
-                started,
-                attempts=getattr(exc, "attempts", 1),
-                error=_describe(exc),
-                cache_reason=getattr(exc, "cache_reason", ""),
+                task, NodeStatus.FAILED, started, attempts=1, error=_describe(exc)
             )
         self._finish(task, record)
         return record
@@ -126,7 +130,7 @@ class TaskRunner:
     def skipped(self, task: Task, status: NodeStatus) -> NodeRunRecord:
         """The record of a task that did not run (upstream failed, or run cancelled)."""
         now = _now()
-        reason = "upstream failed" if status is NodeStatus.UPSTREAM_FAILED else ("fail-fast stop")
+        reason = "upstream failed" if status is NodeStatus.UPSTREAM_FAILED else "fail-fast stop"
         record = self._record(task, status, now, attempts=0, cache_reason=reason)
         self._finish(task, record)
         return record
@@ -171,7 +175,7 @@ class TaskRunner:
             reason = "ephemeral"
         elif not node.cache:
             reason = "source re-read" if node.kind is NodeKind.SOURCE else "cache off"
-        if not node.ephemeral and node.cache:
+        else:
             hit, reason = self._cached(task, cache_key, code_hash)
             if hit is not None:
                 self.outputs[task.id] = hit
@@ -190,9 +194,17 @@ class TaskRunner:
                 )
         try:
             attempted = self._attempt(task, {k: load() for k, load in inputs.items()}, config)
-        except Exception as exc:
-            exc.cache_reason = reason  # type: ignore[attr-defined]
-            raise
+        except _AttemptsFailed as failed:
+            return self._record(
+                task,
+                NodeStatus.FAILED,
+                started,
+                attempts=failed.attempts,
+                error=_describe(failed.error),
+                cache_reason=reason,
+                cache_key=cache_key,
+                rows_in=rows_in,
+            )
         if node.kind is NodeKind.SINK:
             self.outputs[task.id] = Output(key=cache_key)
             return self._record(
@@ -340,8 +352,7 @@ class TaskRunner:
                 return _Attempted(value, frame, attempt)
             except Exception as exc:
                 if attempt == attempts:
-                    exc.attempts = attempt  # type: ignore[attr-defined]
-                    raise
+                    raise _AttemptsFailed(exc, attempt) from exc
                 context.logger.warning(
                     "node %s attempt %d/%d failed: %s", node.name, attempt, attempts, exc
                 )
