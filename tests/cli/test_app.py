@@ -35,7 +35,7 @@ def test_init_then_run_then_inspect(scaffolded: Path, capsys: pytest.CaptureFixt
     runs = _json(capsys, "runs", *project)
     assert isinstance(runs, list)
     assert next(r["run_id"] for r in runs) == rerun["run_id"]
-    shown = _json(capsys, "runs", "show", rerun["run_id"][:17], *project)
+    shown = _json(capsys, "runs", "show", rerun["run_id"][:-2], *project)
     assert isinstance(shown, dict)
     assert shown["run_id"] == rerun["run_id"]
 
