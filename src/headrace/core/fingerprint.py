@@ -23,21 +23,23 @@ def schema_of(frame: pl.DataFrame | pl.LazyFrame) -> dict[str, str]:
 
 
 def content_hash(frame: pl.DataFrame) -> str:
-    """A hash of a frame's schema and rows, in row order (equal data => equal hash).
+    """A hash of a frame's schema and its rows as a multiset: row order does not matter.
 
+    A dataset is a set of rows (Delta Lake keeps no order, and Polars joins and group-bys
+    need not keep one), so two frames with the same rows in another order hash alike.
     Uses Polars' row hashing with a fixed seed: stable for one Polars version, which is what
     caching needs; after a Polars upgrade nodes may re-run once.
 
-    >>> content_hash(pl.DataFrame({"a": [1, 2]})) == content_hash(pl.DataFrame({"a": [1, 2]}))
-    True
     >>> content_hash(pl.DataFrame({"a": [1, 2]})) == content_hash(pl.DataFrame({"a": [2, 1]}))
+    True
+    >>> content_hash(pl.DataFrame({"a": [1, 2]})) == content_hash(pl.DataFrame({"a": [1, 3]}))
     False
     """
     digest = hashlib.blake2b(digest_size=16)
     digest.update(repr(sorted(schema_of(frame).items())).encode())
     digest.update(frame.height.to_bytes(8, "little"))
     if frame.height and frame.width:
-        digest.update(frame.hash_rows(seed=0).to_numpy().tobytes())
+        digest.update(frame.hash_rows(seed=0).sort().to_numpy().tobytes())
     return digest.hexdigest()
 
 
