@@ -100,3 +100,21 @@ def test_runs_record_into_postgresql(
         assert second.record("a").cache_hit
         assert [r.run_id for r in project.runs()] == [second.run_id, first.run_id]
         assert project.dataset_version("a").total_rows == 2
+
+
+def test_secrets_never_reach_run_records_or_errors(project: hr.Project) -> None:
+    pipeline = hr.Pipeline("p")
+
+    def connect(db_url: str, api_token: str) -> None:
+        raise ConnectionError(f"cannot reach {db_url}")
+
+    pipeline.source(connect, name="remote", config=["db_url", "api_token"], ephemeral=True)
+    result = project.run(
+        pipeline, config={"db_url": "postgresql://app:hunter2@db/x", "api_token": "tok-123"}
+    )
+    stored = project.get_run(result.run_id)
+    text = repr(stored.to_dict())
+    assert "hunter2" not in text
+    assert "tok-123" not in text
+    assert stored.config == {"db_url": "postgresql://app:***@db/x", "api_token": "***"}
+    assert "postgresql://app:***@db/x" in (stored.nodes[0].error or "")
