@@ -58,6 +58,7 @@ ROOT = BENCH.parent
 PEERS_DIR = BENCH / "peers"
 VENVS = BENCH / ".venvs"
 RESULTS = BENCH / "results"
+LOGS = RESULTS / "logs"
 ALL_PEERS = ("prefect", "dagster", "airflow", "hamilton")
 SHAPES = ("chain", "fanout")
 TARGET_MS = 0.5  # product brief: headrace <= 0.5 ms per node with run records
@@ -122,8 +123,10 @@ def _check_result(result: Any, n: int) -> dict[str, int]:
     for node in node_results:
         key = _status_name(getattr(node, "status", "?"))
         counts[key] = counts.get(key, 0) + 1
-    if sum(counts.values()) != n:
-        raise RuntimeError(f"expected {n} node results, got {counts}")
+        if getattr(node, "output_version", None) is not None:
+            counts["with_output_version"] = counts.get("with_output_version", 0) + 1
+    if counts.get("succeeded") != n:  # all really ran: none cached, skipped or failed
+        raise RuntimeError(f"expected {n} succeeded node results, got {counts}")
     return counts
 
 
@@ -148,6 +151,8 @@ def run_headrace(n: int, shape: str, variant: str, repeats: int) -> dict[str, An
             project = hr.Project.create(Path(tmp) / f"r{r}")  # fresh: no cache hits
             rt, result = _timed(project.run, pipeline)
             counts = _check_result(result, n)
+            if variant == "persisted" and counts.get("with_output_version") != n:
+                raise RuntimeError(f"expected {n} Delta versions written, got {counts}")
             build_s.append(bt)
             run_s.append(rt)
     med = statistics.median(run_s)
@@ -212,6 +217,9 @@ def run_peer(peer: str, n: int, shape: str, repeats: int, timeout: float) -> dic
     except subprocess.TimeoutExpired:
         return {**base, "error": f"timed out after {timeout:.0f}s", "cmd": " ".join(cmd)}
     wall = time.monotonic() - t0
+    log = LOGS / f"{peer}-{shape}-{n}.log"  # full stderr, for post-mortems (gitignored)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(proc.stderr)
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     rec: dict[str, Any] | None = None
     if lines:
@@ -220,15 +228,27 @@ def run_peer(peer: str, n: int, shape: str, repeats: int, timeout: float) -> dic
         except json.JSONDecodeError:
             rec = None
     if proc.returncode != 0 or rec is None:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         return {
             **base,
-            "error": f"exit {proc.returncode}; stderr tail:\n{tail}",
+            "error": f"exit {proc.returncode}; {_error_summary(proc.stderr)}",
             "cmd": " ".join(cmd),
+            "log": str(log.relative_to(ROOT)),
         }
     rec.setdefault("variant", "")
     rec["subprocess_wall_seconds"] = round(wall, 1)
     return rec
+
+
+def _error_summary(stderr: str) -> str:
+    """The exception lines of a traceback (root causes included) + the last lines."""
+    lines = stderr.strip().splitlines()
+    excs = [
+        ln.strip()
+        for ln in lines
+        if ln and not ln.startswith(" ") and ("Error" in ln or "Exception" in ln) and ":" in ln
+    ]
+    tail = "\n".join(lines[-10:])
+    return "exceptions: " + " <- ".join(excs[-4:]) + f"\nstderr tail:\n{tail}"
 
 
 # --------------------------------------------------------------------------- report
@@ -292,7 +312,7 @@ def print_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
         if "skipped" in r:
             note = f"[yellow]skipped: {r['skipped']}[/]"
         elif "error" in r:
-            note = f"[red]FAILED: {r['error'].splitlines()[0]}[/]"
+            note = f"[red]FAILED: {r['error'].splitlines()[0][:300]}[/]"
         else:
             note = SHORT_RECORDS.get((r["tool"], r.get("variant", "")), r.get("records", ""))
             if r["tool"] == "headrace" and ms is not None:
@@ -384,12 +404,14 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
+            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         },
         "method": (
             "per_node_ms = median(run_seconds) / nodes; run_seconds excludes interpreter "
             "start, imports, DAG construction (build_seconds) and a 5-node warm-up run"
         ),
     }
+    t_start = time.monotonic()
     rows: list[dict[str, Any]] = []
     headrace_failed = False
     for shape in shapes:
@@ -414,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{peer} {shape} n={args.nodes} x{reps} ...", file=sys.stderr, flush=True)
             rows.append(run_peer(peer, args.nodes, shape, reps, args.peer_timeout))
     add_ratios(rows)
+    meta["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    meta["wall_seconds"] = round(time.monotonic() - t_start, 1)
     print_table(rows, meta)
 
     out = args.out or RESULTS / (

@@ -61,6 +61,11 @@ def main() -> None:
 
     logging.disable(logging.WARNING)  # Dagster's console logger; events still go to storage
     n, shape = args.nodes, args.shape
+    # Dagster walks the asset graph recursively in places. One N=1000 chain run
+    # (of ~8) failed with "DagsterInvalidDefinitionError: Failed to resolve asset
+    # job __ephemeral_asset_job__" (cause cut off; likely RecursionError, order
+    # depends on hash seed). A user with a 1000-deep chain needs the same headroom.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20 * n + 1000))
     build_s, run_s, events = [], [], []
     with stdout_to_stderr(), tempfile.TemporaryDirectory(prefix="dagster-bench-") as tmp:
         os.environ["DAGSTER_HOME"] = tmp  # never touch a user's ~/.dagster

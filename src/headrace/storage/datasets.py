@@ -11,6 +11,7 @@ explains itself even without the metadata database.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import defaultdict
 from collections.abc import Mapping
@@ -137,8 +138,9 @@ class DatasetStore:
         properties = CommitProperties(custom_metadata=dict(commit_metadata))
         path = self.path(name)
         with self._locks[name]:
+            whole = partition is None or not self.exists(name)
             try:
-                if partition is None or not self.exists(name):
+                if whole:
                     path.mkdir(parents=True, exist_ok=True)
                     write_deltalake(
                         path,
@@ -148,6 +150,7 @@ class DatasetStore:
                         commit_properties=properties,
                     )
                 else:
+                    assert partition is not None
                     scheme, key = partition
                     write_deltalake(
                         path,
@@ -156,7 +159,7 @@ class DatasetStore:
                         predicate=scheme.sql_predicate(key),
                         commit_properties=properties,
                     )
-                table = DeltaTable(path)
+                version, total_rows, size = self._committed(path, frame.height, whole=whole)
             except BaseException as exc:
                 # deltalake raises several unrelated types, and Rust panics arrive as
                 # PanicException (a BaseException); interrupts pass through untouched.
@@ -165,11 +168,6 @@ class DatasetStore:
                 where = f" partition {partition[1]}" if partition else ""
                 msg = f"writing dataset {name!r}{where} failed: {_first_line(exc)}"
                 raise DatasetError(msg) from exc
-            version = int(table.version())
-            actions = table.get_add_actions(flatten=True)
-            columns = actions.column_names
-            total_rows = _column_sum(actions, "num_records") if "num_records" in columns else -1
-            size = _column_sum(actions, "size_bytes") if "size_bytes" in columns else 0
         return WriteResult(
             version=version,
             rows_written=frame.height,
@@ -177,6 +175,30 @@ class DatasetStore:
             bytes=size,
             schema=schema_of(frame),
         )
+
+    @staticmethod
+    def _committed(path: Path, rows: int, *, whole: bool) -> tuple[int, int, int]:
+        """Version, total rows and total bytes of the table right after our commit.
+
+        A whole-table write replaced everything, so its commit file alone tells (cheap); a
+        partition write needs the table's file list.
+        """
+        if whole:
+            commits = sorted((path / "_delta_log").glob("[0-9]*.json"))
+            if commits:
+                added = 0
+                with commits[-1].open(encoding="utf-8") as log:
+                    for line in log:
+                        action = json.loads(line)
+                        if "add" in action:
+                            added += int(action["add"].get("size", 0))
+                return int(commits[-1].stem), rows, added
+        table = DeltaTable(path)
+        actions = table.get_add_actions(flatten=True)
+        columns = actions.column_names
+        total_rows = _column_sum(actions, "num_records") if "num_records" in columns else -1
+        size = _column_sum(actions, "size_bytes") if "size_bytes" in columns else 0
+        return int(table.version()), total_rows, size
 
     def scan(
         self, name: str, version: int | None = None, *, where: pl.Expr | None = None
