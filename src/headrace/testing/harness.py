@@ -26,6 +26,8 @@ class PipelineRun:
 
     result: RunResult
     project: Project
+    pipeline: Pipeline
+    """The pipeline that ran (with the in-memory sources, when some were given)."""
     _owned_dir: Path | None = None
 
     def read(self, dataset: str, version: int | None = None) -> pl.DataFrame:
@@ -36,9 +38,12 @@ class PipelineRun:
         """The in-memory value of an ephemeral leaf node."""
         return self.result.outputs[node]
 
-    def rerun(self, pipeline: Pipeline, **options: Any) -> RunResult:
-        """Run again in the same project (to test caching, partitions, ...)."""
-        return self.project.run(pipeline, **options)
+    def rerun(self, pipeline: Pipeline | None = None, **options: Any) -> RunResult:
+        """Run again in the same project (to test caching, partitions, ...).
+
+        Without ``pipeline`` the same one runs again, with the same in-memory sources.
+        """
+        return self.project.run(pipeline or self.pipeline, **options)
 
     def close(self) -> None:
         """Release the project (and delete it when run_pipeline created it)."""
@@ -76,7 +81,7 @@ def run_pipeline(
     project = Project.create(project_dir, name=pipeline.name)
     runnable = _with_sources(pipeline, sources or {})
     result = project.run(runnable, config=config, partitions=partitions)
-    run = PipelineRun(result, project, owned)
+    run = PipelineRun(result, project, runnable, owned)
     if check:
         try:
             result.raise_for_status()
