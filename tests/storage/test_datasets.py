@@ -313,3 +313,19 @@ def test_kill_9_during_writes_never_exposes_a_partial_version(tmp_path: Path) ->
         assert result.version == (0 if newest is None else newest + 1), f"seed {seed}"
         assert datasets.scan(DATASET).select(pl.len()).collect().item() == rows_by_batch[batch]
         batch += 1
+
+
+def test_zoned_and_nanosecond_timestamps_are_stored_as_utc_microseconds(
+    datasets: DatasetStore,
+) -> None:
+    from zoneinfo import ZoneInfo
+
+    local = datetime(2013, 1, 1, 5, 0, tzinfo=ZoneInfo("America/New_York"))
+    frame = pl.DataFrame({"t": [local]}).with_columns(
+        ns=pl.col("t").dt.replace_time_zone(None).dt.cast_time_unit("ns")
+    )
+    datasets.write("times", frame, commit_metadata={})
+    stored = datasets.scan("times").collect()
+    assert stored.schema["t"] == pl.Datetime("us", "UTC")
+    assert stored["t"].to_list() == [local]
+    assert stored.schema["ns"] == pl.Datetime("us")

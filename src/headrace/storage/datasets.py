@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from typing import Any
 
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from headrace.core.fingerprint import schema_of
 from headrace.core.partitions import PartitionScheme
@@ -63,6 +66,9 @@ def _storable_dtype(column: str, dtype: Any) -> pl.DataType:
         return pl.List(_storable_dtype(column, dtype.inner))
     if isinstance(dtype, pl.Struct):
         return pl.Struct([pl.Field(f.name, _storable_dtype(column, f.dtype)) for f in dtype.fields])
+    if isinstance(dtype, pl.Datetime) and (dtype.time_zone or dtype.time_unit != "us"):
+        # Delta timestamps are microseconds, and zoned ones are UTC: same instants.
+        return pl.Datetime("us", "UTC" if dtype.time_zone else None)
     if isinstance(dtype, _REFUSED):
         msg = (
             f"column {column!r} has type {dtype}, which Delta Lake cannot store: cast it "
@@ -141,14 +147,7 @@ class DatasetStore:
             whole = partition is None or not self.exists(name)
             try:
                 if whole:
-                    path.mkdir(parents=True, exist_ok=True)
-                    write_deltalake(
-                        path,
-                        frame,
-                        mode="overwrite",
-                        schema_mode="overwrite",
-                        commit_properties=properties,
-                    )
+                    _replace_table(path, frame, properties)
                 else:
                     assert partition is not None
                     scheme, key = partition
@@ -239,6 +238,46 @@ class DatasetStore:
                 return {str(k): str(v) for k, v in entry.items() if str(k).startswith("headrace.")}
         msg = f"dataset {name!r} has no version {version}"
         raise DatasetVersionNotFoundError(msg)
+
+
+def _replace_table(path: Path, frame: pl.DataFrame, properties: CommitProperties) -> None:
+    """Replace the whole table by ``frame`` in one commit (creating it if needed).
+
+    Polars writes the Parquet file (multi-threaded, faster than deltalake's writer here), and
+    deltalake commits it: the commit file is what makes the new version visible, so a crash
+    before it leaves only an unreferenced file. Statistics hold the row and null counts; no
+    min/max (a whole-table write is one file, so there is nothing to skip, and wrong bounds
+    would be worse than none).
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    file_name = f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+    frame.write_parquet(path / file_name, compression="zstd")
+    info = (path / file_name).stat()
+    stats = {
+        "numRecords": frame.height,
+        "nullCount": {
+            name: count
+            for name, count in zip(frame.columns, frame.null_count().row(0), strict=True)
+            if not frame.schema[name].is_nested()
+        },
+    }
+    add = AddAction(
+        path=file_name,
+        size=info.st_size,
+        partition_values={},
+        modification_time=int(info.st_mtime * 1000),
+        data_change=True,
+        stats=json.dumps(stats),
+    )
+    schema = DeltaSchema.from_arrow(frame.head(0).to_arrow().schema)
+    if any((path / "_delta_log").glob("[0-9]*.json")):
+        DeltaTable(path).create_write_transaction(
+            [add], mode="overwrite", schema=schema, commit_properties=properties
+        )
+    else:
+        create_table_with_add_actions(
+            str(path), schema, [add], mode="overwrite", commit_properties=properties
+        )
 
 
 def _column_sum(table: object, column: str) -> int:
