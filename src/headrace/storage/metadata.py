@@ -11,6 +11,7 @@ is committed to Delta Lake before it is recorded here (see :mod:`headrace.storag
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -398,7 +399,7 @@ def _create_engine(url: str) -> sa.Engine:
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _use_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
@@ -407,6 +408,25 @@ def _create_engine(url: str) -> sa.Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _use_wal(cursor: Any) -> None:
+    """Switch a SQLite database to WAL (persistent, so usually already done).
+
+    Changing the journal mode needs a moment alone with the file: when several connections
+    open a new database at once, the switch can report "locked" without waiting; try again.
+    """
+    for attempt in range(50):
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            if attempt == 49:
+                raise
+            time.sleep(0.02)
+        else:
+            return
 
 
 def _redact_url(url: str) -> str:
