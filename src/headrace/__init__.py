@@ -9,7 +9,9 @@ The public API. Everything else is internal and may change.
 from __future__ import annotations
 
 from headrace import errors
+from headrace.core import checks
 from headrace.core.context import NodeContext
+from headrace.core.contract import Check, Contract, Field, Severity
 from headrace.core.graph import Graph
 from headrace.core.node import Node, NodeKind, RetryPolicy
 from headrace.core.partitions import DailyPartitions, PartitionScheme, StaticPartitions
@@ -20,11 +22,15 @@ from headrace.engines.batch.run import RunResult
 from headrace.errors import HeadraceError
 from headrace.project.project import Project
 from headrace.project.settings import Settings
+from headrace.quality.validation import ValidationResult, validate
 
 __all__ = [
+    "Check",
+    "Contract",
     "DailyPartitions",
     "DatasetVersion",
     "Executor",
+    "Field",
     "Graph",
     "HeadraceError",
     "LocalExecutor",
@@ -41,6 +47,10 @@ __all__ = [
     "RunResult",
     "RunStatus",
     "Settings",
+    "Severity",
     "StaticPartitions",
+    "ValidationResult",
+    "checks",
     "errors",
+    "validate",
 ]

@@ -20,6 +20,8 @@ so that the original traceback stays available (``headrace --debug``).
     ├── NodeExecutionError           a node's function failed (after its retries)
     │   └── NodeTimeoutError         a node ran longer than its timeout
     ├── RunFailedError               a run ended with failed nodes
+    ├── ContractError                a data contract is wrong (unknown column, bad regex, ...)
+    ├── QualityGateError             validated data scored below the gate or failed a check
     ├── DatasetError                 reading or writing a versioned dataset failed
     │   ├── DatasetNotFoundError     no such dataset
     │   └── DatasetVersionNotFoundError  no such version of a dataset
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "ContractError",
     "CycleError",
     "DatasetError",
     "DatasetNotFoundError",
@@ -43,6 +46,7 @@ __all__ = [
     "PartitionError",
     "PipelineError",
     "ProjectNotFoundError",
+    "QualityGateError",
     "RunFailedError",
     "UnknownInputError",
     "UnknownNodeError",
@@ -107,6 +111,14 @@ class RunFailedError(HeadraceError):
     def __init__(self, run_id: str, message: str) -> None:
         super().__init__(message)
         self.run_id = run_id
+
+
+class ContractError(HeadraceError):
+    """A data contract is wrong: unknown column or type, invalid regex, bad bounds."""
+
+
+class QualityGateError(HeadraceError):
+    """Validated data scored below its gate, or an ``error`` dataset-level check failed."""
 
 
 class DatasetError(HeadraceError):

@@ -1,0 +1,1 @@
+"""Data quality: contracts compiled to Polars, quarantine, scores and gates."""

@@ -1,0 +1,409 @@
+"""The Polars backend of data contracts: validate a frame in one pass, split off bad rows.
+
+All row checks of a contract become one set of boolean expressions evaluated together (one
+``with_columns`` over the data); all dataset checks become one aggregation; both are collected
+in the same call so Polars can share the scan. The results are data:
+
+* ``valid`` — the rows that pass every ``error`` row check (typed as the contract says);
+* ``quarantined`` — every other row, unchanged, plus ``_hr_row`` (its position in the input),
+  ``_hr_rules`` (the failed rule ids) and ``_hr_reasons`` (a reason code per failed rule);
+  ``valid.height + quarantined.height`` always equals the input's height;
+* ``checks`` — one row per check: failed rows, pass rate, whether it passed;
+* ``failures`` — one row per (row, failed check): row, column, rule, reason, severity, value.
+
+Quality score (in [0, 1]): a weighted mean over checks, weight 1 for ``error`` and 0.5 for
+``warn`` checks; a row check contributes its pass rate (the share of rows passing it), a
+dataset check 1 if it passed and 0 if not. A contract without checks scores 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import polars as pl
+
+from headrace.core.contract import Check, Contract, Level, Severity
+from headrace.errors import ContractError, QualityGateError
+
+__all__ = ["DEFAULT_GATE", "REASONS", "ValidationResult", "validate"]
+
+DEFAULT_GATE = 0.9
+"""Default gate threshold: the brief's alert rule, quality score < 0.9."""
+
+ROW_INDEX = "_hr_row"
+RULES = "_hr_rules"
+REASONS_COLUMN = "_hr_reasons"
+
+REASONS: Mapping[str, str] = {
+    "not_null": "null",
+    "type": "type_mismatch",
+    "between": "out_of_range",
+    "isin": "not_in_set",
+    "matches": "pattern_mismatch",
+    "length": "bad_length",
+    "unique": "duplicate",
+    "expression": "expression_false",
+}
+_WEIGHTS = {Severity.ERROR: 1.0, Severity.WARN: 0.5}
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """What validating one frame against one contract found."""
+
+    contract: str
+    rows: int
+    valid: pl.DataFrame
+    quarantined: pl.DataFrame
+    checks: pl.DataFrame
+    failures: pl.DataFrame
+    score: float
+
+    @property
+    def failed_error_checks(self) -> list[str]:
+        """Rule ids of ``error`` dataset checks that failed."""
+        failed = self.checks.filter(
+            (pl.col("level") == Level.DATASET.value)
+            & (pl.col("severity") == Severity.ERROR.value)
+            & ~pl.col("passed")
+        )
+        return failed["rule"].to_list()
+
+    def passes_gate(self, threshold: float = DEFAULT_GATE) -> bool:
+        """True when the score reaches ``threshold`` and no ``error`` dataset check failed."""
+        return self.score >= threshold and not self.failed_error_checks
+
+    def gate(self, threshold: float = DEFAULT_GATE, *, what: str = "") -> None:
+        """Raise :class:`QualityGateError` unless :meth:`passes_gate`."""
+        if self.passes_gate(threshold):
+            return
+        subject = what or f"data validated against contract {self.contract!r}"
+        problems = []
+        if self.score < threshold:
+            problems.append(f"quality score {self.score:.3f} is below the gate {threshold:g}")
+        if self.failed_error_checks:
+            problems.append(f"error checks failed: {', '.join(self.failed_error_checks)}")
+        worst = self.checks.filter(~pl.col("passed")).sort("pass_rate").head(3)["rule"].to_list()
+        hint = f"; worst checks: {', '.join(worst)}" if worst else ""
+        msg = f"{subject} fails its quality gate: {'; '.join(problems)}{hint}"
+        raise QualityGateError(msg)
+
+
+def validate(
+    data: pl.DataFrame | pl.LazyFrame,
+    contract: Contract,
+    *,
+    now: datetime | None = None,
+) -> ValidationResult:
+    """Validate ``data`` against ``contract`` in one pass; see the module docs for the result."""
+    frame = data.lazy()
+    schema = frame.collect_schema()
+    _check_columns(contract, schema)
+    row_checks = contract.row_checks()
+    dataset_checks = contract.dataset_checks()
+    for check in row_checks + dataset_checks:
+        _check_bounds(contract, check, schema)
+    typed = _coerced(contract, schema)
+
+    masks = [
+        _row_ok(check, schema, contract).alias(f"__ok{i}") for i, check in enumerate(row_checks)
+    ]
+    error_masks = [
+        pl.col(f"__ok{i}") for i, check in enumerate(row_checks) if check.severity is Severity.ERROR
+    ]
+    marked = frame.with_row_index(ROW_INDEX).with_columns(masks)
+    marked = marked.with_columns(
+        __valid=pl.all_horizontal(error_masks) if error_masks else pl.lit(value=True)
+    )
+    aggregates = [_aggregate(check).alias(f"__agg{j}") for j, check in enumerate(dataset_checks)]
+    try:
+        if aggregates:
+            evaluated, agg_frame = pl.collect_all([marked, frame.select(aggregates)])
+            agg_row = agg_frame.row(0)
+        else:
+            evaluated, agg_row = marked.collect(), ()
+    except pl.exceptions.PolarsError as exc:
+        msg = f"contract {contract.name!r} could not run on this data: {str(exc).splitlines()[0]}"
+        raise ContractError(msg) from exc
+
+    rows = evaluated.height
+    mask_columns = [f"__ok{i}" for i in range(len(row_checks))]
+    failed_counts = (
+        evaluated.select([(~pl.col(c)).sum().alias(c) for c in mask_columns]).row(0)
+        if mask_columns
+        else ()
+    )
+    valid = evaluated.filter(pl.col("__valid")).select(typed)
+    quarantined = _quarantine(evaluated, row_checks, list(schema))
+    failures = _failures(evaluated, row_checks)
+    results = [
+        _row_result(check, int(failed), rows)
+        for check, failed in zip(row_checks, failed_counts, strict=True)
+    ]
+    moment = now or datetime.now(UTC)
+    results += [
+        _dataset_result(check, value, rows, moment)
+        for check, value in zip(dataset_checks, agg_row, strict=True)
+    ]
+    checks = pl.DataFrame(results, schema=_CHECK_SCHEMA, orient="row")
+    return ValidationResult(
+        contract=contract.name,
+        rows=rows,
+        valid=valid,
+        quarantined=quarantined,
+        checks=checks,
+        failures=failures,
+        score=_score(results),
+    )
+
+
+# -- compiling checks ---------------------------------------------------------------------------
+
+
+def _check_columns(contract: Contract, schema: pl.Schema) -> None:
+    known = list(schema)
+    for field in contract.fields:
+        if field.name not in schema:
+            msg = (
+                f"the data has no column {field.name!r}, which contract {contract.name!r} "
+                f"declares (columns: {', '.join(known)})"
+            )
+            raise ContractError(msg)
+        declared = field.polars_dtype
+        actual = schema[field.name]
+        if declared is not None and not field.coerce and not _same_type(declared, actual):
+            msg = (
+                f"column {field.name!r} is {actual}, but contract {contract.name!r} says "
+                f"{field.dtype}: fix the data, or set coerce=True on the field to cast it"
+            )
+            raise ContractError(msg)
+    for check in contract.all_checks():
+        missing = [c for c in check.columns if c not in schema]
+        if missing:
+            msg = (
+                f"check {check.rule!r} of contract {contract.name!r} reads column(s) "
+                f"{missing} that the data does not have (columns: {', '.join(known)})"
+            )
+            raise ContractError(msg)
+    if not contract.allow_extra_columns:
+        extra = [c for c in known if c not in {f.name for f in contract.fields}]
+        if extra:
+            msg = f"contract {contract.name!r} allows no extra columns, but the data has {extra}"
+            raise ContractError(msg)
+
+
+def _same_type(declared: pl.DataType, actual: pl.DataType) -> bool:
+    if isinstance(declared, pl.Datetime) and isinstance(actual, pl.Datetime):
+        return declared.time_zone is None or declared.time_zone == actual.time_zone
+    if isinstance(declared, pl.Decimal) and isinstance(actual, pl.Decimal):
+        return True
+    return bool(declared == actual)
+
+
+def _check_bounds(contract: Contract, check: Check, schema: pl.Schema) -> None:
+    if check.kind != "between" or check.column is None:
+        return
+    dtype = schema[check.column]
+    for bound in (check.params.get("min"), check.params.get("max")):
+        if bound is None:
+            continue
+        ok = (
+            (dtype.is_numeric() and isinstance(bound, int | float) and not isinstance(bound, bool))
+            or (dtype.is_temporal() and isinstance(bound, date | datetime))
+            or (dtype == pl.String and isinstance(bound, str))
+        )
+        if not ok:
+            msg = (
+                f"check {check.rule!r} of contract {contract.name!r}: bound {bound!r} "
+                f"({type(bound).__name__}) does not fit column {check.column!r} of type {dtype}"
+            )
+            raise ContractError(msg)
+
+
+def _coerced(contract: Contract, schema: pl.Schema) -> list[pl.Expr]:
+    out = []
+    for name in schema:
+        field = next((f for f in contract.fields if f.name == name), None)
+        if field is not None and field.coerce and field.polars_dtype is not None:
+            out.append(pl.col(name).cast(field.polars_dtype, strict=False))
+        else:
+            out.append(pl.col(name))
+    return out
+
+
+def _row_ok(check: Check, schema: pl.Schema, contract: Contract) -> pl.Expr:
+    p = check.params
+    col = pl.col(check.column) if check.column else None
+    if check.kind == "not_null":
+        assert col is not None
+        return col.is_not_null()
+    if check.kind == "unique":
+        keys = [pl.col(c) for c in check.columns]
+        key = keys[0] if len(keys) == 1 else pl.struct(keys)
+        return ~key.is_duplicated() | pl.any_horizontal([k.is_null() for k in keys])
+    if check.kind == "type":
+        assert col is not None
+        assert check.column is not None
+        dtype = contract.field(check.column).polars_dtype
+        assert dtype is not None
+        return col.is_null() | col.cast(dtype, strict=False).is_not_null()
+    if check.kind == "expression":
+        expr: pl.Expr = p["expr"]
+        return expr.fill_null(check.nulls == "pass")
+    assert col is not None
+    if check.kind == "between":
+        lo, hi = p.get("min"), p.get("max")
+        closed = p.get("inclusive", "both")
+        low_ok = (
+            pl.lit(value=True)
+            if lo is None
+            else (col >= lo if closed in ("both", "left") else col > lo)
+        )
+        high_ok = (
+            pl.lit(value=True)
+            if hi is None
+            else (col <= hi if closed in ("both", "right") else col < hi)
+        )
+        ok = low_ok & high_ok
+    elif check.kind == "isin":
+        ok = col.is_in(pl.Series(list(p["values"]), dtype=schema[check.column or ""]).implode())
+    elif check.kind == "matches":
+        ok = col.str.contains(p["pattern"])
+    elif check.kind == "length":
+        length = col.str.len_chars()
+        ok = pl.lit(value=True)
+        if p.get("min") is not None:
+            ok = ok & (length >= p["min"])
+        if p.get("max") is not None:
+            ok = ok & (length <= p["max"])
+    else:  # pragma: no cover - Check() refuses unknown kinds
+        msg = f"no Polars implementation for check kind {check.kind!r}"
+        raise ContractError(msg)
+    if check.nulls == "pass":
+        return ok | col.is_null()
+    return ok.fill_null(value=False)
+
+
+def _aggregate(check: Check) -> pl.Expr:
+    p = check.params
+    if check.kind == "row_count":
+        return pl.len()
+    if check.kind == "aggregate":
+        expr: pl.Expr = p["expr"]
+        return expr
+    col = pl.col(check.columns[0])
+    if check.kind == "freshness":
+        return col.max()
+    stat = p["stat"]
+    exprs = {
+        "mean": col.mean(),
+        "std": col.std(),
+        "min": col.min(),
+        "max": col.max(),
+        "median": col.median(),
+        "null_share": col.is_null().mean(),
+    }
+    if stat == "quantile":
+        return col.quantile(p.get("quantile") or 0.5)
+    return exprs[stat]
+
+
+# -- results -------------------------------------------------------------------------------------
+
+_CHECK_SCHEMA = {
+    "rule": pl.String,
+    "kind": pl.String,
+    "columns": pl.String,
+    "level": pl.String,
+    "severity": pl.String,
+    "failed_rows": pl.Int64,
+    "rows": pl.Int64,
+    "pass_rate": pl.Float64,
+    "mostly": pl.Float64,
+    "passed": pl.Boolean,
+    "observed": pl.String,
+    "description": pl.String,
+}
+
+
+def _row_result(check: Check, failed: int, rows: int) -> tuple[Any, ...]:
+    rate = 1.0 if rows == 0 else (rows - failed) / rows
+    return (
+        check.rule, check.kind, ",".join(check.columns), Level.ROW.value, check.severity.value,
+        failed, rows, rate, check.mostly, rate >= check.mostly, None, check.describe(),
+    )  # fmt: skip
+
+
+def _dataset_result(check: Check, value: Any, rows: int, now: datetime) -> tuple[Any, ...]:
+    p = check.params
+    if check.kind == "freshness":
+        if value is None:
+            passed = False
+        else:
+            newest = value if value.tzinfo else value.replace(tzinfo=UTC)
+            passed = now - newest <= p["max_age"]
+    else:
+        passed = value is not None and _within(value, p.get("min"), p.get("max"))
+    return (
+        check.rule, check.kind, ",".join(check.columns), Level.DATASET.value,
+        check.severity.value, 0 if passed else rows, rows, 1.0 if passed else 0.0, check.mostly,
+        passed, None if value is None else str(value), check.describe(),
+    )  # fmt: skip
+
+
+def _within(value: Any, lo: Any, hi: Any) -> bool:
+    return (lo is None or value >= lo) and (hi is None or value <= hi)
+
+
+def _score(results: list[tuple[Any, ...]]) -> float:
+    if not results:
+        return 1.0
+    weights = [_WEIGHTS[Severity(r[4])] for r in results]
+    parts = [w * r[7] for w, r in zip(weights, results, strict=True)]
+    return float(sum(parts) / sum(weights))
+
+
+def _quarantine(evaluated: pl.DataFrame, checks: list[Check], columns: list[str]) -> pl.DataFrame:
+    bad = evaluated.filter(~pl.col("__valid"))
+    failed = [(i, check) for i, check in enumerate(checks) if check.severity is Severity.ERROR]
+    if not failed:
+        rules = pl.lit([], dtype=pl.List(pl.String))
+        reasons = rules
+    else:
+        rules = pl.concat_list(
+            [pl.when(~pl.col(f"__ok{i}")).then(pl.lit(c.rule)) for i, c in failed]
+        ).list.drop_nulls()
+        reasons = pl.concat_list(
+            [pl.when(~pl.col(f"__ok{i}")).then(pl.lit(REASONS[c.kind])) for i, c in failed]
+        ).list.drop_nulls()
+    return bad.select(
+        *columns,
+        pl.col(ROW_INDEX).cast(pl.Int64),
+        rules.alias(RULES),
+        reasons.alias(REASONS_COLUMN),
+    )
+
+
+def _failures(evaluated: pl.DataFrame, checks: list[Check]) -> pl.DataFrame:
+    parts = []
+    for i, check in enumerate(checks):
+        value = pl.col(check.column).cast(pl.String) if check.column else pl.lit(None, pl.String)
+        parts.append(
+            evaluated.filter(~pl.col(f"__ok{i}")).select(
+                pl.col(ROW_INDEX).cast(pl.Int64).alias("row"),
+                pl.lit(",".join(check.columns)).alias("column"),
+                pl.lit(check.rule).alias("rule"),
+                pl.lit(REASONS[check.kind]).alias("reason"),
+                pl.lit(check.severity.value).alias("severity"),
+                value.alias("value"),
+            )
+        )
+    if not parts:
+        return pl.DataFrame(
+            schema={"row": pl.Int64, "column": pl.String, "rule": pl.String,
+                    "reason": pl.String, "severity": pl.String, "value": pl.String}
+        )  # fmt: skip
+    return pl.concat(parts).sort("row", maintain_order=True)
