@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from headrace.core.contract import Contract
 from headrace.core.partitions import PartitionScheme
 
 __all__ = ["Binding", "BindingKind", "Node", "NodeKind", "RetryPolicy"]
@@ -102,6 +103,10 @@ class Node:
     version: str | None = None
     """An explicit logic version; when set it replaces the source-code hash in cache keys."""
     tags: Mapping[str, str] = field(default_factory=dict)
+    contract: Contract | None = None
+    """Validate the output: bad rows go to the ``<node>__quarantine`` dataset."""
+    gate: float | None = 0.9
+    """Fail the node when its output's quality score is below this (None: never on score)."""
     cache: bool = True
     """False: run every time even when code, config and inputs are unchanged (sources default
     to False, since what they read can change outside headrace; their output is still compared
@@ -140,6 +145,9 @@ class Node:
             digest.update(b"sql:" + " ".join(self.sql.split()).encode())
         elif self.fn is not None:
             digest.update(b"py:" + _function_source(self.fn).encode())
+        if self.contract is not None:
+            digest.update(b"contract:" + repr(self.contract).encode())
+            digest.update(f"gate:{self.gate}".encode())
         return digest.hexdigest()
 
 

@@ -26,6 +26,7 @@ from typing import Any, TypeVar, overload
 
 import polars as pl
 
+from headrace.core.contract import Contract
 from headrace.core.graph import Graph
 from headrace.core.node import (
     CONTEXT_PARAMETER,
@@ -99,6 +100,10 @@ class Pipeline:
             description: text shown by ``headrace dag`` (default: the docstring's first line).
             cache: skip the node when code, config and inputs are unchanged (default True;
                 False for sources, which re-read the outside world every run).
+            contract: a :class:`~headrace.core.contract.Contract` the output must meet: rows
+                failing an ``error`` check go to the ``<name>__quarantine`` dataset.
+            gate: fail the node when the quality score is below this (default 0.9; None:
+                never on the score; a failed ``error`` dataset check fails it either way).
         """
         return self._declare(NodeKind.TRANSFORM, fn, options)
 
@@ -127,6 +132,8 @@ class Pipeline:
         timeout: float | None = None,
         version: str | None = None,
         description: str = "",
+        contract: Contract | None = None,
+        gate: float | None = 0.9,
     ) -> None:
         """Declare a transform written as DuckDB SQL over its inputs (referenced as tables).
 
@@ -149,6 +156,8 @@ class Pipeline:
                 timeout=timeout,
                 description=description,
                 version=version,
+                contract=contract,
+                gate=gate,
             )
         )
 
@@ -205,6 +214,8 @@ _OPTIONS = {
     "description",
     "tags",
     "cache",
+    "contract",
+    "gate",
 }
 
 
@@ -221,6 +232,12 @@ def _node_from_function(kind: NodeKind, fn: Callable[..., Any], options: dict[st
     explicit: Mapping[str, str] = options.get("inputs") or {}
     config_keys = set(options.get("config") or ())
     bindings = _bind_parameters(name, fn, explicit, config_keys)
+    if options.get("contract") is not None and (options.get("ephemeral") or kind is NodeKind.SINK):
+        msg = (
+            f"node {name!r} has a contract but stores no output (ephemeral or sink): "
+            "validate a stored node, whose quarantine can be stored too"
+        )
+        raise PipelineError(msg)
     if kind is NodeKind.SINK and options.get("ephemeral"):
         msg = f"sink node {name!r} cannot be ephemeral: a sink stores nothing already"
         raise PipelineError(msg)
@@ -240,6 +257,8 @@ def _node_from_function(kind: NodeKind, fn: Callable[..., Any], options: dict[st
         version=options.get("version"),
         tags=dict(options.get("tags") or {}),
         cache=bool(options.get("cache", kind is not NodeKind.SOURCE)),
+        contract=options.get("contract"),
+        gate=options.get("gate", 0.9),
     )
 
 

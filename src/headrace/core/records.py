@@ -6,7 +6,7 @@ These are the public, frozen views of the metadata store's rows. Times are UTC-a
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -15,6 +15,7 @@ __all__ = [
     "DatasetVersion",
     "NodeRunRecord",
     "NodeStatus",
+    "QualityRecord",
     "RunRecord",
     "RunStatus",
 ]
@@ -141,6 +142,31 @@ class DatasetVersion:
     schema: Mapping[str, str]
     cache_key: str = ""
     code_hash: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dict(_jsonable(asdict(self)))
+
+
+@dataclass(frozen=True)
+class QualityRecord:
+    """The quality result of one validated node output."""
+
+    run_id: str
+    pipeline: str
+    node: str
+    partition: str | None
+    contract: str
+    created_at: datetime
+    rows: int
+    valid_rows: int
+    quarantined_rows: int
+    score: float
+    gate: float | None
+    passed: bool
+    checks: Sequence[Mapping[str, Any]]
+    quarantine_dataset: str | None
+    quarantine_version: int | None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

@@ -28,7 +28,7 @@ import polars as pl
 
 from headrace.core.graph import Graph
 from headrace.core.pipeline import Pipeline
-from headrace.core.records import DatasetVersion, RunRecord
+from headrace.core.records import DatasetVersion, QualityRecord, RunRecord
 from headrace.core.redaction import redact
 from headrace.engines.batch.executor import Executor, LocalExecutor
 from headrace.engines.batch.run import BatchRun, RunResult
@@ -41,6 +41,7 @@ from headrace.errors import (
     UnknownNodeError,
 )
 from headrace.project.settings import SETTINGS_FILE, Settings, load_settings
+from headrace.quality.validation import validate
 from headrace.storage.datasets import DatasetStore
 from headrace.storage.metadata import MetadataStore
 
@@ -216,6 +217,7 @@ class Project:
             fail_fast=self.settings.executor.fail_fast if fail_fast is None else fail_fast,
             observer=observer,
             trigger=trigger,
+            validator=validate,
         )
         run.plan()  # plan-time errors (partitions) surface before anything runs
         return run
@@ -263,6 +265,10 @@ class Project:
         known = ", ".join(str(v.version) for v in history)
         msg = f"dataset {name!r} has no version {version} (it has: {known})"
         raise DatasetNotFoundError(msg)
+
+    def quality(self, *, run_id: str | None = None, node: str | None = None) -> list[QualityRecord]:
+        """Quality results of validated node outputs, newest first."""
+        return self.metadata.quality(run_id=run_id, node=node)
 
     def scan(self, name: str, version: int | None = None) -> pl.LazyFrame:
         """A dataset at a version (default: the newest recorded), lazily — time travel."""

@@ -32,13 +32,14 @@ from headrace.core.records import (
     DatasetVersion,
     NodeRunRecord,
     NodeStatus,
+    QualityRecord,
     RunRecord,
     RunStatus,
 )
 from headrace.core.redaction import redact
 from headrace.errors import MetadataError
 from headrace.storage import migrations
-from headrace.storage.schema import dataset_versions, node_runs, runs
+from headrace.storage.schema import dataset_versions, node_runs, quality_results, runs
 
 __all__ = ["MetadataStore"]
 
@@ -296,6 +297,60 @@ class MetadataStore:
         with self._read() as c:
             row = c.execute(query).mappings().first()
         return None if row is None else _node_record(row)
+
+    # -- quality -----------------------------------------------------------------------------
+
+    def record_quality(self, record: QualityRecord) -> None:
+        """Store the quality result of one validated node output."""
+        with self._write() as c:
+            c.execute(
+                quality_results.insert().values(
+                    run_id=record.run_id,
+                    node=record.node,
+                    partition=_blank(record.partition),
+                    pipeline=record.pipeline,
+                    contract=record.contract,
+                    created_at=record.created_at,
+                    rows=record.rows,
+                    valid_rows=record.valid_rows,
+                    quarantined_rows=record.quarantined_rows,
+                    score=record.score,
+                    gate=record.gate,
+                    passed=record.passed,
+                    checks=[dict(check) for check in record.checks],
+                    quarantine_dataset=record.quarantine_dataset,
+                    quarantine_version=record.quarantine_version,
+                )
+            )
+
+    def quality(self, *, run_id: str | None = None, node: str | None = None) -> list[QualityRecord]:
+        """Quality results, newest first, optionally of one run and/or one node."""
+        query = sa.select(quality_results).order_by(quality_results.c.created_at.desc())
+        if run_id is not None:
+            query = query.where(quality_results.c.run_id == run_id)
+        if node is not None:
+            query = query.where(quality_results.c.node == node)
+        with self._read() as c:
+            return [
+                QualityRecord(
+                    run_id=row["run_id"],
+                    pipeline=row["pipeline"],
+                    node=row["node"],
+                    partition=_none(row["partition"]),
+                    contract=row["contract"],
+                    created_at=row["created_at"],
+                    rows=row["rows"],
+                    valid_rows=row["valid_rows"],
+                    quarantined_rows=row["quarantined_rows"],
+                    score=row["score"],
+                    gate=row["gate"],
+                    passed=row["passed"],
+                    checks=row["checks"],
+                    quarantine_dataset=row["quarantine_dataset"],
+                    quarantine_version=row["quarantine_version"],
+                )
+                for row in c.execute(query).mappings()
+            ]
 
     # -- dataset versions --------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-__all__ = ["dataset_versions", "metadata", "node_runs", "runs"]
+__all__ = ["dataset_versions", "metadata", "node_runs", "quality_results", "runs"]
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -90,4 +90,24 @@ dataset_versions = sa.Table(
     sa.Column("schema", sa.JSON(), nullable=False),
     sa.Column("cache_key", sa.String(64), nullable=False),
     sa.Column("code_hash", sa.String(64), nullable=False),
+)
+
+quality_results = sa.Table(
+    "quality_results",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("node", sa.String(200), primary_key=True),
+    sa.Column("partition", sa.String(200), primary_key=True),  # '' when unpartitioned
+    sa.Column("pipeline", sa.String(200), nullable=False),
+    sa.Column("contract", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("rows", sa.BigInteger(), nullable=False),
+    sa.Column("valid_rows", sa.BigInteger(), nullable=False),
+    sa.Column("quarantined_rows", sa.BigInteger(), nullable=False),
+    sa.Column("score", sa.Float(), nullable=False),
+    sa.Column("gate", sa.Float()),
+    sa.Column("passed", sa.Boolean(), nullable=False),
+    sa.Column("checks", sa.JSON(), nullable=False),
+    sa.Column("quarantine_dataset", sa.String(200)),
+    sa.Column("quarantine_version", sa.BigInteger()),
 )

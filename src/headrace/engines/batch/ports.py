@@ -12,10 +12,11 @@ from typing import Protocol
 
 import polars as pl
 
+from headrace.core.contract import Contract
 from headrace.core.partitions import PartitionScheme
-from headrace.core.records import DatasetVersion, NodeRunRecord
+from headrace.core.records import DatasetVersion, NodeRunRecord, QualityRecord
 
-__all__ = ["DatasetWriter", "RunLog", "Written"]
+__all__ = ["DatasetWriter", "RunLog", "Validated", "Validator", "Written"]
 
 
 class Written(Protocol):
@@ -44,6 +45,42 @@ class Written(Protocol):
     @property
     def schema(self) -> Mapping[str, str]:
         """Column name -> dtype text."""
+        ...
+
+
+class Validated(Protocol):
+    """What validating a frame against a contract produced (see headrace.quality)."""
+
+    @property
+    def valid(self) -> pl.DataFrame:
+        """Rows passing every error check."""
+        ...
+
+    @property
+    def quarantined(self) -> pl.DataFrame:
+        """The other rows, with their failed rules and reasons."""
+        ...
+
+    @property
+    def score(self) -> float:
+        """Quality score in [0, 1]."""
+        ...
+
+    @property
+    def checks(self) -> pl.DataFrame:
+        """One row per check."""
+        ...
+
+    def gate(self, threshold: float, *, what: str = "") -> None:
+        """Raise a QualityGateError when the gate is not met."""
+        ...
+
+
+class Validator(Protocol):
+    """Runs a contract over a frame."""
+
+    def __call__(self, data: pl.DataFrame, contract: Contract) -> Validated:
+        """Validate ``data``."""
         ...
 
 
@@ -81,6 +118,10 @@ class RunLog(Protocol):
 
     def record_dataset_version(self, version: DatasetVersion) -> None:
         """Store a committed dataset version."""
+        ...
+
+    def record_quality(self, record: QualityRecord) -> None:
+        """Store a validation result."""
         ...
 
     def last_successful_node_run(

@@ -16,7 +16,7 @@ from headrace.core.records import NodeRunRecord, NodeStatus, RunStatus
 from headrace.core.redaction import redact_mapping
 from headrace.engines.batch.executor import Executor, LocalExecutor
 from headrace.engines.batch.plan import Plan, build_plan
-from headrace.engines.batch.ports import DatasetWriter, RunLog
+from headrace.engines.batch.ports import DatasetWriter, RunLog, Validator
 from headrace.engines.batch.task import TaskObserver, TaskRunner
 from headrace.errors import RunFailedError
 
@@ -123,6 +123,8 @@ class BatchRun:
     observer: TaskObserver | None = None
     run_id: str = field(default_factory=new_run_id)
     trigger: str = "api"
+    validator: Validator | None = None
+    """Runs nodes' contracts (the project passes headrace.quality's Polars backend)."""
 
     def plan(self) -> Plan:
         """The tasks this run will execute."""
@@ -159,6 +161,7 @@ class BatchRun:
             code_hash_of=code_hashes,
             full_refresh=self.full_refresh,
             observer=self.observer,
+            validator=self.validator,
         )
         error: str | None = None
         try:

@@ -28,10 +28,10 @@ import polars as pl
 from headrace.core.context import NodeContext
 from headrace.core.fingerprint import content_hash, key_hash
 from headrace.core.node import Binding, BindingKind, Node, NodeKind
-from headrace.core.records import DatasetVersion, NodeRunRecord, NodeStatus
+from headrace.core.records import DatasetVersion, NodeRunRecord, NodeStatus, QualityRecord
 from headrace.core.redaction import redact
 from headrace.engines.batch.plan import Plan, Task
-from headrace.engines.batch.ports import DatasetWriter, RunLog
+from headrace.engines.batch.ports import DatasetWriter, RunLog, Validator
 from headrace.errors import NodeExecutionError, NodeTimeoutError
 
 __all__ = ["Output", "TaskObserver", "TaskRunner"]
@@ -76,6 +76,9 @@ class _Attempted:
     attempts: int
 
 
+QUARANTINE_SUFFIX = "__quarantine"
+"""A validated node's bad rows are stored as the dataset ``<node>__quarantine``."""
+
 _BATCH = 200
 """Buffered node-run records are written at least every this many records."""
 
@@ -97,8 +100,10 @@ class TaskRunner:
         code_hash_of: Mapping[str, str],
         full_refresh: bool = False,
         observer: TaskObserver | None = None,
+        validator: Validator | None = None,
     ) -> None:
         self.run_id = run_id
+        self.validator = validator
         self.plan = plan
         self.graph = plan.graph
         self.store = store
@@ -232,6 +237,12 @@ class TaskRunner:
             )
         frame = attempted.frame
         assert frame is not None
+        rows_read = frame.height
+        if node.contract is not None:
+            frame = self._validated(task, frame, cache_key, code_hash)
+            quarantined = rows_read - frame.height
+            if quarantined:
+                reason += f", {quarantined:,} row(s) quarantined"
         output, unchanged = self._persist(task, frame, cache_key, code_hash)
         self.outputs[task.id] = output
         return self._record(
@@ -378,22 +389,28 @@ class TaskRunner:
         return frame, frame
 
     def _persist(
-        self, task: Task, frame: pl.DataFrame, cache_key: str, code_hash: str
+        self,
+        task: Task,
+        frame: pl.DataFrame,
+        cache_key: str,
+        code_hash: str,
+        dataset: str | None = None,
     ) -> tuple[Output, bool]:
         node = task.node
+        name = dataset or node.name
         digest = content_hash(frame)
-        previous = self.log.latest_write(node.name, task.partition)
+        previous = self.log.latest_write(name, task.partition)
         if (
             previous is not None
             and previous.content_hash == digest
             and previous.partition == task.partition
-            and self.store.exists(node.name)
+            and self.store.exists(name)
         ):
             return Output(
                 key=digest,
                 value=frame,
                 rows=frame.height,
-                dataset=node.name,
+                dataset=name,
                 version=previous.version,
             ), True
         partition = (
@@ -402,7 +419,7 @@ class TaskRunner:
             else None
         )
         written = self.store.write(
-            node.name,
+            name,
             frame,
             commit_metadata={
                 "headrace.run_id": self.run_id,
@@ -416,7 +433,7 @@ class TaskRunner:
         )
         self.log.record_dataset_version(
             DatasetVersion(
-                dataset=node.name,
+                dataset=name,
                 version=written.version,
                 run_id=self.run_id,
                 node=node.name,
@@ -435,9 +452,57 @@ class TaskRunner:
             key=digest,
             value=frame,
             rows=frame.height,
-            dataset=node.name,
+            dataset=name,
             version=written.version,
         ), False
+
+    def _validated(
+        self, task: Task, frame: pl.DataFrame, cache_key: str, code_hash: str
+    ) -> pl.DataFrame:
+        """Split ``frame`` by the node's contract: store the quarantine, record, gate."""
+        node = task.node
+        assert node.contract is not None
+        if self.validator is None:
+            msg = f"node {node.name!r} has a contract, but this run has no validator"
+            raise NodeExecutionError(node.name, msg)
+        outcome = self.validator(frame, node.contract)
+        quarantine_name = f"{node.name}{QUARANTINE_SUFFIX}"
+        quarantine: Output | None = None
+        if outcome.quarantined.height or self.store.exists(quarantine_name):
+            quarantine, _ = self._persist(
+                task, outcome.quarantined, cache_key, code_hash, dataset=quarantine_name
+            )
+        passed = True
+        error: Exception | None = None
+        try:
+            outcome.gate(
+                node.gate if node.gate is not None else 0.0,
+                what=f"output of node {node.name!r}",
+            )
+        except Exception as exc:  # the gate's QualityGateError, raised below after recording
+            passed, error = False, exc
+        self.log.record_quality(
+            QualityRecord(
+                run_id=self.run_id,
+                pipeline=self.graph.pipeline,
+                node=node.name,
+                partition=task.partition,
+                contract=node.contract.name,
+                created_at=_now(),
+                rows=frame.height,
+                valid_rows=outcome.valid.height,
+                quarantined_rows=outcome.quarantined.height,
+                score=outcome.score,
+                gate=node.gate,
+                passed=passed,
+                checks=outcome.checks.to_dicts(),
+                quarantine_dataset=quarantine.dataset if quarantine else None,
+                quarantine_version=quarantine.version if quarantine else None,
+            )
+        )
+        if error is not None:
+            raise error
+        return outcome.valid
 
     def _release_inputs(self, task: Task) -> None:
         with self._lock:
