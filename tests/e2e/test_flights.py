@@ -62,13 +62,19 @@ def test_cli_runs_the_example_with_progress_and_summary(flights: hr.Project) -> 
 def test_run_rerun_change_and_partition(flights: hr.Project) -> None:
     first = flights.run()
     assert first.ok, first.raise_for_status()
-    assert flights.read("flights_enriched").height == FLIGHTS
     enriched = flights.read("flights_enriched")
-    assert enriched["cancelled"].sum() == 8_255  # flights without a departure time
+    quarantine = flights.read("flights_enriched__quarantine")
+    assert enriched.height + quarantine.height == FLIGHTS  # nothing lost
+    reasons = quarantine["_hr_rules"].explode().value_counts().rows()
+    assert dict(reasons) == {"arr_delay.not_null": 9_430, "tailnum.matches": 4}
+    assert enriched["arr_delay"].null_count() == 0  # every training row has its label
     assert enriched["temp"].null_count() < FLIGHTS * 0.01  # the weather join matched
-    assert set(flights.read("carrier_monthly")["carrier"]) == set(
-        flights.read("airlines_raw")["carrier"]
-    )
+    (quality,) = flights.quality(run_id=first.run_id)
+    assert quality.passed
+    assert 0.99 < quality.score < 1
+    monthly = flights.read("carrier_monthly")  # reports count all flights, cancelled too
+    assert monthly["flights"].sum() == FLIGHTS
+    assert set(monthly["carrier"]) == set(flights.read("airlines_raw")["carrier"])
 
     second = flights.run()
     for record in second.records:
@@ -108,4 +114,4 @@ def test_run_rerun_change_and_partition(flights: hr.Project) -> None:
         .filter(hr.DailyPartitions("time_hour", "2013-01-05", "2013-01-05").filter("2013-01-05"))
         .height
     )
-    assert newest.total_rows == FLIGHTS
+    assert newest.total_rows == enriched.height
