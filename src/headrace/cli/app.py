@@ -267,6 +267,64 @@ def datasets_history(
 
 
 @app.command()
+def validate(
+    data: Annotated[
+        str, typer.Argument(help="A data file (csv, parquet, ndjson, arrow) or a dataset name.")
+    ],
+    contract: Annotated[Path, typer.Option("--contract", "-c", help="Contract YAML file.")],
+    version: Annotated[
+        int | None, typer.Option("--version", "-v", help="Dataset version (datasets only).")
+    ] = None,
+    gate: Annotated[
+        float, typer.Option("--gate", min=0, max=1, help="Minimum quality score.")
+    ] = 0.9,
+    quarantine: Annotated[
+        Path | None,
+        typer.Option("--quarantine", help="Write the quarantined rows to this Parquet file."),
+    ] = None,
+    project: ProjectOption = None,
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """Validate data against a contract: per-check results, score, gate (exit 1 if it fails)."""
+    from headrace.core.contract_yaml import contract_from_yaml
+    from headrace.project.files import scan_file
+    from headrace.quality.validation import validate as run_validation
+
+    if not contract.exists():
+        msg = f"no contract file {contract}"
+        raise ConfigError(msg)
+    spec = contract_from_yaml(contract.read_text(encoding="utf-8"), source=str(contract))
+    path = Path(data)
+    frame = scan_file(path) if path.suffix else _project(project).scan(data, version)
+    result = run_validation(frame, spec)
+    if quarantine is not None:
+        result.quarantined.write_parquet(quarantine)
+    if output is OutputFormat.json:
+        views.print_json(
+            _out,
+            {
+                "contract": spec.name,
+                "rows": result.rows,
+                "valid_rows": result.valid.height,
+                "quarantined_rows": result.quarantined.height,
+                "score": result.score,
+                "gate": gate,
+                "passed": result.passes_gate(gate),
+                "checks": result.checks.to_dicts(),
+            },
+        )
+    else:
+        _out.print(views.checks_table(result.checks, title=f"contract {spec.name} on {data}"))
+        verdict = "[green]passes[/]" if result.passes_gate(gate) else "[bold red]fails[/]"
+        _out.print(
+            f"{result.rows:,} rows: {result.valid.height:,} valid, "
+            f"{result.quarantined.height:,} quarantined; score {result.score:.3f} "
+            f"{verdict} the gate {gate:g}"
+        )
+    result.gate(gate, what=f"{data}")
+
+
+@app.command()
 def dag(
     pipeline: Annotated[
         str | None, typer.Argument(help="Pipeline name (default: the only one).")

@@ -198,6 +198,27 @@ def frame_table(frame: pl.DataFrame, title: str) -> Table:
     return table
 
 
+def checks_table(checks: pl.DataFrame, title: str) -> Table:
+    """One line per contract check: failed rows, pass rate, verdict."""
+    table = Table(title=title)
+    for column in ("rule", "level", "severity", "failed rows", "pass rate", "observed", "passed"):
+        table.add_column(
+            column, justify="right" if column in ("failed rows", "pass rate") else "left"
+        )
+    for row in checks.iter_rows(named=True):
+        style = "green" if row["passed"] else ("yellow" if row["severity"] == "warn" else "red")
+        table.add_row(
+            row["rule"],
+            row["level"],
+            row["severity"],
+            f"{row['failed_rows']:,}",
+            f"{row['pass_rate']:.3%}",
+            row["observed"] or "",
+            f"[{style}]{'yes' if row['passed'] else 'no'}[/]",
+        )
+    return table
+
+
 def _size(value: int) -> str:
     size = float(value)
     for unit in ("B", "KiB", "MiB", "GiB"):

@@ -104,29 +104,48 @@ def validate(
     _check_columns(contract, schema)
     row_checks = contract.row_checks()
     dataset_checks = contract.dataset_checks()
+    casts = _casts(contract, schema)
+    typed_schema = pl.Schema({name: casts.get(name, dtype) for name, dtype in schema.items()})
     for check in row_checks + dataset_checks:
-        _check_bounds(contract, check, schema)
-    typed = _coerced(contract, schema)
+        _check_bounds(contract, check, typed_schema)
 
-    masks = [
-        _row_ok(check, schema, contract).alias(f"__ok{i}") for i, check in enumerate(row_checks)
+    # Type checks read the raw values; every other check reads the coerced ones. The raw
+    # values of coerced columns are kept aside so quarantined rows stay as they came in.
+    type_masks = [
+        _row_ok(check, schema, contract).alias(f"__ok{i}")
+        for i, check in enumerate(row_checks)
+        if check.kind == "type"
+    ]
+    other_masks = [
+        _row_ok(check, typed_schema, contract).alias(f"__ok{i}")
+        for i, check in enumerate(row_checks)
+        if check.kind != "type"
     ]
     error_masks = [
         pl.col(f"__ok{i}") for i, check in enumerate(row_checks) if check.severity is Severity.ERROR
     ]
-    marked = frame.with_row_index(ROW_INDEX).with_columns(masks)
-    marked = marked.with_columns(
-        __valid=pl.all_horizontal(error_masks) if error_masks else pl.lit(value=True)
+    typed = frame.with_columns(
+        [pl.col(name).cast(dtype, strict=False) for name, dtype in casts.items()]
+    )
+    marked = (
+        frame.with_row_index(ROW_INDEX)
+        .with_columns(*type_masks, *[pl.col(name).alias(f"__raw_{name}") for name in casts])
+        .with_columns([pl.col(name).cast(dtype, strict=False) for name, dtype in casts.items()])
+        .with_columns(other_masks)
+        .with_columns(__valid=pl.all_horizontal(error_masks) if error_masks else pl.lit(value=True))
     )
     aggregates = [_aggregate(check).alias(f"__agg{j}") for j, check in enumerate(dataset_checks)]
     try:
         if aggregates:
-            evaluated, agg_frame = pl.collect_all([marked, frame.select(aggregates)])
+            evaluated, agg_frame = pl.collect_all([marked, typed.select(aggregates)])
             agg_row = agg_frame.row(0)
         else:
             evaluated, agg_row = marked.collect(), ()
     except pl.exceptions.PolarsError as exc:
+        culprit = _failing_check(frame, contract, row_checks, dataset_checks, schema)
         msg = f"contract {contract.name!r} could not run on this data: {str(exc).splitlines()[0]}"
+        if culprit:
+            msg = f"check {culprit!r} of {msg}; check the column types (or coerce the field)"
         raise ContractError(msg) from exc
 
     rows = evaluated.height
@@ -136,8 +155,8 @@ def validate(
         if mask_columns
         else ()
     )
-    valid = evaluated.filter(pl.col("__valid")).select(typed)
-    quarantined = _quarantine(evaluated, row_checks, list(schema))
+    valid = evaluated.filter(pl.col("__valid")).select(list(schema))
+    quarantined = _quarantine(evaluated, row_checks, list(schema), set(casts))
     failures = _failures(evaluated, row_checks)
     results = [
         _row_result(check, int(failed), rows)
@@ -161,6 +180,28 @@ def validate(
 
 
 # -- compiling checks ---------------------------------------------------------------------------
+
+
+def _failing_check(
+    frame: pl.LazyFrame,
+    contract: Contract,
+    row_checks: list[Check],
+    dataset_checks: list[Check],
+    schema: pl.Schema,
+) -> str | None:
+    """The first check that cannot even plan on an empty frame of this schema."""
+    empty = frame.head(0)
+    for check in row_checks:
+        try:
+            empty.select(_row_ok(check, schema, contract)).collect()
+        except pl.exceptions.PolarsError:
+            return check.rule
+    for check in dataset_checks:
+        try:
+            empty.select(_aggregate(check)).collect()
+        except pl.exceptions.PolarsError:
+            return check.rule
+    return None
 
 
 def _check_columns(contract: Contract, schema: pl.Schema) -> None:
@@ -223,15 +264,13 @@ def _check_bounds(contract: Contract, check: Check, schema: pl.Schema) -> None:
             raise ContractError(msg)
 
 
-def _coerced(contract: Contract, schema: pl.Schema) -> list[pl.Expr]:
-    out = []
-    for name in schema:
-        field = next((f for f in contract.fields if f.name == name), None)
-        if field is not None and field.coerce and field.polars_dtype is not None:
-            out.append(pl.col(name).cast(field.polars_dtype, strict=False))
-        else:
-            out.append(pl.col(name))
-    return out
+def _casts(contract: Contract, schema: pl.Schema) -> dict[str, pl.DataType]:
+    """Column -> declared type, for the fields that coerce."""
+    return {
+        f.name: f.polars_dtype
+        for f in contract.fields
+        if f.coerce and f.polars_dtype is not None and f.name in schema
+    }
 
 
 def _row_ok(check: Check, schema: pl.Schema, contract: Contract) -> pl.Expr:
@@ -366,7 +405,9 @@ def _score(results: list[tuple[Any, ...]]) -> float:
     return float(sum(parts) / sum(weights))
 
 
-def _quarantine(evaluated: pl.DataFrame, checks: list[Check], columns: list[str]) -> pl.DataFrame:
+def _quarantine(
+    evaluated: pl.DataFrame, checks: list[Check], columns: list[str], cast: set[str]
+) -> pl.DataFrame:
     bad = evaluated.filter(~pl.col("__valid"))
     failed = [(i, check) for i, check in enumerate(checks) if check.severity is Severity.ERROR]
     if not failed:
@@ -380,7 +421,7 @@ def _quarantine(evaluated: pl.DataFrame, checks: list[Check], columns: list[str]
             [pl.when(~pl.col(f"__ok{i}")).then(pl.lit(REASONS[c.kind])) for i, c in failed]
         ).list.drop_nulls()
     return bad.select(
-        *columns,
+        *[pl.col(f"__raw_{c}").alias(c) if c in cast else pl.col(c) for c in columns],
         pl.col(ROW_INDEX).cast(pl.Int64),
         rules.alias(RULES),
         reasons.alias(REASONS_COLUMN),
