@@ -79,6 +79,7 @@ PERSISTED = (
     "weather_clean",
     "planes_clean",
     "flights_enriched",
+    "flights_enriched__quarantine",
     "carrier_monthly",
     "delay_by_weather",
 )
@@ -302,6 +303,10 @@ def verify(handwritten_dir: Path, project_dir: Path) -> list[str]:
             problems.append(f"{name}: columns differ: {expected.columns} vs {actual.columns}")
             continue
         actual = actual.select(expected.columns).cast(expected.schema)
+        if "_hr_row" in expected.columns:
+            # a quarantined row's position is relative to its node's output, whose order a
+            # join does not fix: compare the rows and their reasons, not the positions
+            expected, actual = expected.drop("_hr_row"), actual.drop("_hr_row")
         if not _same_rows(expected, actual):
             problems.append(
                 f"{name}: handwritten {expected.height} rows vs headrace {actual.height} rows, "
