@@ -95,3 +95,37 @@ def test_validate_a_stored_dataset(tmp_path: Path, capsys: pytest.CaptureFixture
         == 0
     )
     assert "3 rows: 2 valid, 1 quarantined" in capsys.readouterr().out
+
+
+def test_validate_writes_an_html_report_with_charts(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, contract = files
+    report = tmp_path / "report.html"
+    assert (
+        main(
+            [
+                "validate",
+                str(data),
+                "--contract",
+                str(contract),
+                "--report",
+                str(report),
+                "--gate",
+                "0.5",
+            ]
+        )
+        == 0
+    )
+    page = report.read_text()
+    assert page.startswith("<!doctype html>")
+    assert "amount.between" in page
+    assert page.count("<svg") >= 2  # a chart per column check
+    assert "#d64545" in page  # failing values drawn in red
+    assert "row 3: 500" in page  # a failing example
+    assert "http" not in page.replace("http://www.w3.org/2000/svg", "")  # no CDN, no network
+
+
+def test_usage_errors_exit_2_with_clicks_message(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "x", "--nope"]) == 2
+    assert "No such option: --nope" in capsys.readouterr().err

@@ -282,6 +282,9 @@ def validate(
         Path | None,
         typer.Option("--quarantine", help="Write the quarantined rows to this Parquet file."),
     ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write an HTML quality report with charts.")
+    ] = None,
     project: ProjectOption = None,
     output: FormatOption = OutputFormat.table,
 ) -> None:
@@ -295,10 +298,17 @@ def validate(
         raise ConfigError(msg)
     spec = contract_from_yaml(contract.read_text(encoding="utf-8"), source=str(contract))
     path = Path(data)
-    frame = scan_file(path) if path.suffix else _project(project).scan(data, version)
+    frame = (scan_file(path) if path.suffix else _project(project).scan(data, version)).collect()
     result = run_validation(frame, spec)
     if quarantine is not None:
         result.quarantined.write_parquet(quarantine)
+    if report is not None:
+        from headrace.quality.report import render_report
+
+        report.write_text(
+            render_report(result, frame, title=f"{data}", gate=gate), encoding="utf-8"
+        )
+        _err.print(f"report written to {report}")
     if output is OutputFormat.json:
         views.print_json(
             _out,
@@ -398,14 +408,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err.print("interrupted")
         return 130
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
+    except Exception as exc:  # usage errors from Typer's (vendored) click, and the like
+        exit_code = getattr(exc, "exit_code", None)
+        if isinstance(exit_code, int):
+            show = getattr(exc, "show", None)
+            if callable(show):
+                show()
+            return exit_code
         if debug:
             _err.print_exception()
         _err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {redact(str(exc))}")

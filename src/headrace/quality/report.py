@@ -1,0 +1,168 @@
+"""The HTML quality report: one self-contained page a person can open.
+
+Per check: pass rate, failing row count, a few failing examples and a small chart of the
+column's values (valid in grey, failing in red). Charts are inline SVG drawn here, so the page
+needs no JavaScript and no network.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+
+import jinja2
+import polars as pl
+
+from headrace.quality.validation import ROW_INDEX, ValidationResult
+
+__all__ = ["render_report"]
+
+_BINS = 24
+_WIDTH, _HEIGHT = 320, 90
+
+
+@dataclass(frozen=True)
+class _CheckView:
+    rule: str
+    kind: str
+    level: str
+    severity: str
+    failed_rows: int
+    pass_rate: float
+    passed: bool
+    observed: str
+    description: str
+    examples: list[dict[str, str]]
+    chart: str
+
+
+def render_report(
+    result: ValidationResult, data: pl.DataFrame, *, title: str, gate: float = 0.9
+) -> str:
+    """The report as an HTML string. ``data`` is the validated frame (for the charts)."""
+    failures = result.failures
+    views = []
+    for row in result.checks.iter_rows(named=True):
+        column = row["columns"] if row["columns"] and "," not in row["columns"] else None
+        failing = failures.filter(pl.col("rule") == row["rule"])
+        examples = [
+            {"row": str(r["row"]), "value": "∅" if r["value"] is None else str(r["value"])}
+            for r in failing.head(5).iter_rows(named=True)
+        ]
+        chart = ""
+        if column is not None and column in data.columns:
+            chart = _chart(data, column, set(failing["row"].to_list()))
+        views.append(
+            _CheckView(
+                rule=row["rule"],
+                kind=row["kind"],
+                level=row["level"],
+                severity=row["severity"],
+                failed_rows=row["failed_rows"],
+                pass_rate=row["pass_rate"],
+                passed=row["passed"],
+                observed=row["observed"] or "",
+                description=row["description"],
+                examples=examples,
+                chart=chart,
+            )
+        )
+    template = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
+        resources.files("headrace.quality").joinpath("templates/report.html").read_text("utf-8")
+    )
+    return template.render(
+        title=title,
+        contract=result.contract,
+        rows=result.rows,
+        valid=result.valid.height,
+        quarantined=result.quarantined.height,
+        score=result.score,
+        gate=gate,
+        passed=result.passes_gate(gate),
+        checks=views,
+        created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+
+
+def _chart(data: pl.DataFrame, column: str, failing_rows: set[int]) -> str:
+    """An inline SVG: a histogram (numbers, dates) or top values (anything else)."""
+    frame = data.select(pl.col(column)).with_row_index(ROW_INDEX)
+    bad = pl.col(ROW_INDEX).is_in(list(failing_rows)) if failing_rows else pl.lit(value=False)
+    frame = frame.with_columns(bad=bad).drop_nulls(column)
+    if frame.height == 0:
+        return ""
+    dtype = frame.schema[column]
+    if dtype.is_numeric() or dtype.is_temporal():
+        values = frame.with_columns(pl.col(column).to_physical().cast(pl.Float64).alias("x"))
+        lo, hi = values["x"].min(), values["x"].max()
+        assert isinstance(lo, float)
+        assert isinstance(hi, float)
+        width = (hi - lo) / _BINS or 1.0
+        binned = values.with_columns(
+            b=((pl.col("x") - lo) / width).floor().clip(0, _BINS - 1).cast(pl.Int32)
+        )
+        counts = binned.group_by("b", "bad").len()
+        bars = [
+            (
+                int(counts.filter((pl.col("b") == i) & ~pl.col("bad"))["len"].sum()),
+                int(counts.filter((pl.col("b") == i) & pl.col("bad"))["len"].sum()),
+            )
+            for i in range(_BINS)
+        ]
+        labels = (_fmt(lo, dtype), _fmt(hi, dtype))
+    else:
+        top = (
+            frame.group_by(pl.col(column).cast(pl.String), "bad")
+            .len()
+            .sort("len", descending=True)
+            .head(12)
+        )
+        keys = list(dict.fromkeys(top[column].to_list()))[:12]
+        bars = [
+            (
+                int(top.filter((pl.col(column) == k) & ~pl.col("bad"))["len"].sum()),
+                int(top.filter((pl.col(column) == k) & pl.col("bad"))["len"].sum()),
+            )
+            for k in keys
+        ]
+        labels = (keys[0] if keys else "", keys[-1] if keys else "")
+    return _svg(bars, labels)
+
+
+def _fmt(value: float, dtype: pl.DataType) -> str:
+    if dtype.is_temporal():
+        return str(pl.Series([value]).cast(pl.Int64).cast(dtype).item())
+    return f"{value:,.4g}"
+
+
+def _svg(bars: list[tuple[int, int]], labels: tuple[str, str]) -> str:
+    top = max((ok + bad for ok, bad in bars), default=0) or 1
+    step = _WIDTH / max(len(bars), 1)
+    parts = [
+        f'<svg width="{_WIDTH}" height="{_HEIGHT + 16}" viewBox="0 0 {_WIDTH} {_HEIGHT + 16}" '
+        'xmlns="http://www.w3.org/2000/svg" role="img">'
+    ]
+    for i, (ok, bad) in enumerate(bars):
+        x = i * step + 1
+        ok_h = _HEIGHT * ok / top
+        bad_h = _HEIGHT * bad / top
+        parts.append(
+            f'<rect x="{x:.1f}" y="{_HEIGHT - ok_h - bad_h:.1f}" width="{step - 2:.1f}" '
+            f'height="{ok_h:.1f}" fill="#9aa5b1"><title>{ok:,} valid</title></rect>'
+        )
+        if bad:
+            parts.append(
+                f'<rect x="{x:.1f}" y="{_HEIGHT - bad_h:.1f}" width="{step - 2:.1f}" '
+                f'height="{max(bad_h, 1.5):.1f}" fill="#d64545">'
+                f"<title>{bad:,} failing</title></rect>"
+            )
+    left, right = (html.escape(str(label))[:24] for label in labels)
+    parts.append(f'<text x="0" y="{_HEIGHT + 13}" font-size="10" fill="#52606d">{left}</text>')
+    parts.append(
+        f'<text x="{_WIDTH}" y="{_HEIGHT + 13}" font-size="10" fill="#52606d" '
+        f'text-anchor="end">{right}</text>'
+    )
+    parts.append("</svg>")
+    return "".join(parts)
