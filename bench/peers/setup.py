@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
-"""Create one virtualenv per peer orchestrator for the overhead benchmark.
+"""Create one virtualenv per peer tool for the benchmarks.
+
+Peers: the orchestrators of the overhead benchmark (``prefect``, ``dagster``, ``airflow``,
+``hamilton``) and the validators of the validation benchmark (``pandera``, ``gx``).
 
 Stdlib only. Usage:
 
     python bench/peers/setup.py                    # all peers
     python bench/peers/setup.py prefect dagster    # a subset
+    python bench/peers/setup.py pandera gx         # the validation benchmark's peers
     python bench/peers/setup.py --python /path/to/python3.11 --recreate
 
 Each peer gets ``bench/.venvs/<peer>/`` (gitignored) with the stack pinned in
@@ -25,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCH = HERE.parent
 VENVS = BENCH / ".venvs"
-PEERS = ("prefect", "dagster", "airflow", "hamilton")
+PEERS = ("prefect", "dagster", "airflow", "hamilton", "pandera", "gx")
 
 
 def venv_python(peer: str) -> Path:
@@ -67,6 +71,8 @@ def setup_peer(peer: str, python: str, recreate: bool) -> tuple[bool, str]:
         "dagster": "import dagster; print(dagster.__version__)",
         "airflow": "from importlib.metadata import version; print(version('apache-airflow'))",
         "hamilton": "from importlib.metadata import version; print(version('sf-hamilton'))",
+        "pandera": "import pandera.polars, polars; print(pandera.__version__)",
+        "gx": "import great_expectations as gx; print(gx.__version__)",
     }[peer]
     proc = subprocess.run([py, "-c", probe], check=False, capture_output=True, text=True)
     if proc.returncode != 0:

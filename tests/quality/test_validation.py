@@ -73,6 +73,8 @@ def test_type_coercion_quarantines_what_does_not_convert() -> None:
     assert result.valid.schema["n"] == pl.Int64
     assert result.valid["n"].to_list() == [1, None]
     assert result.quarantined["_hr_reasons"].to_list() == [["type_mismatch"]]
+    assert result.quarantined["n"].to_list() == ["x"]  # as it came in
+    assert result.failures["value"].to_list() == ["x"]
 
 
 def test_wrong_type_without_coercion_is_a_contract_error() -> None:

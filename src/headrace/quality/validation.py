@@ -431,7 +431,10 @@ def _quarantine(
 def _failures(evaluated: pl.DataFrame, checks: list[Check]) -> pl.DataFrame:
     parts = []
     for i, check in enumerate(checks):
-        value = pl.col(check.column).cast(pl.String) if check.column else pl.lit(None, pl.String)
+        source = check.column
+        if source and f"__raw_{source}" in evaluated.columns:
+            source = f"__raw_{source}"  # show the value as it came in, before coercion
+        value = pl.col(source).cast(pl.String) if source else pl.lit(None, pl.String)
         parts.append(
             evaluated.filter(~pl.col(f"__ok{i}")).select(
                 pl.col(ROW_INDEX).cast(pl.Int64).alias("row"),
