@@ -129,3 +129,32 @@ def test_validate_writes_an_html_report_with_charts(
 def test_usage_errors_exit_2_with_clicks_message(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "x", "--nope"]) == 2
     assert "No such option: --nope" in capsys.readouterr().err
+
+
+def test_quarantine_lists_and_explains_held_back_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    (folder / "headrace.toml").write_text('[project]\nname = "shop"\npipelines = ["pipeline.py"]\n')
+    (folder / "pipeline.py").write_text(
+        "import polars as pl\nimport headrace as hr\n"
+        "pipeline = hr.Pipeline('shop')\n"
+        "between = hr.checks.between(0, 10)\n"
+        "contract = hr.Contract('orders', fields=[hr.Field('amount', checks=[between])])\n"
+        "@pipeline.source(contract=contract, gate=0.1)\n"
+        "def orders() -> pl.DataFrame:\n"
+        "    return pl.DataFrame({'amount': [1, 50, 2, -3]})\n"
+    )
+    project = ["--project", str(folder)]
+    assert main(["run", *project]) == 0
+    capsys.readouterr()
+    assert main(["quarantine", *project, "--format", "json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert (listed["node"], listed["rows"]) == ("orders", 2)
+    assert main(["quarantine", "orders", *project, "--format", "json"]) == 0
+    detail = json.loads(capsys.readouterr().out)
+    assert detail["rules"] == [{"rule": "amount.between", "rows": 2}]
+    assert [r["amount"] for r in detail["preview"]] == [50, -3]
+    assert main(["quarantine", "orders", *project]) == 0
+    assert "amount.between" in capsys.readouterr().out

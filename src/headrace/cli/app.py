@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import polars as pl
 import typer
 from rich.console import Console
 
@@ -249,7 +250,7 @@ def datasets_show(
         f"written by run {record.run_id} at {record.created_at:%Y-%m-%d %H:%M:%S} UTC"
     )
     _out.print(views.schema_table(dict(record.schema)))
-    _out.print(views.frame_table(preview, title=f"first {preview.height} rows"))
+    views.frame_preview(_out, preview, title=f"first {preview.height} rows")
 
 
 @datasets_app.command("history")
@@ -332,6 +333,68 @@ def validate(
             f"{verdict} the gate {gate:g}"
         )
     result.gate(gate, what=f"{data}")
+
+
+@app.command()
+def quarantine(
+    node: Annotated[
+        str | None, typer.Argument(help="A validated node (default: list them all).")
+    ] = None,
+    version: Annotated[
+        int | None, typer.Option("--version", "-v", help="Quarantine version.")
+    ] = None,
+    rows: Annotated[int, typer.Option("--rows", "-n", min=0, help="Preview rows.")] = 10,
+    project: ProjectOption = None,
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """Show the rows a node's contract held back: counts per rule, and the rows themselves."""
+    proj = _project(project)
+    suffix = "__quarantine"
+    if node is None:
+        listing = [
+            {
+                "node": v.dataset.removesuffix(suffix),
+                "dataset": v.dataset,
+                "version": v.version,
+                "rows": v.total_rows,
+                "run_id": v.run_id,
+            }
+            for v in proj.list_datasets()
+            if v.dataset.endswith(suffix)
+        ]
+        if output is OutputFormat.json:
+            views.print_json(_out, listing)
+        else:
+            _out.print(views.records_table("quarantines", listing))
+        return
+    frame = proj.read(f"{node.removesuffix(suffix)}{suffix}", version)
+    counts = (
+        frame.select(pl.col("_hr_rules").explode().alias("rule"))
+        .group_by("rule")
+        .len("rows")
+        .sort("rows", descending=True)
+    )
+    preview = frame.sort("_hr_row").head(rows)
+    if output is OutputFormat.json:
+        views.print_json(
+            _out,
+            {
+                "node": node,
+                "rows": frame.height,
+                "rules": counts.to_dicts(),
+                "preview": preview.to_dicts(),
+            },
+        )
+        return
+    _out.print(
+        views.records_table(f"quarantine of {node}: {frame.height:,} rows", counts.to_dicts())
+    )
+    rules_first = preview.select("_hr_row", "_hr_rules", "_hr_reasons", pl.exclude("^_hr_.*$"))
+    views.frame_preview(
+        _out,
+        rules_first.with_columns(pl.col("_hr_rules", "_hr_reasons").list.join(", ")),
+        title=f"first {preview.height} rows",
+    )
 
 
 @app.command()

@@ -188,13 +188,25 @@ def schema_table(schema: dict[str, str]) -> Table:
     return table
 
 
-def frame_table(frame: pl.DataFrame, title: str) -> Table:
-    """A preview of a frame's rows."""
+def frame_preview(console: Console, frame: pl.DataFrame, title: str) -> None:
+    """Print a preview of rows the way Polars does: wide frames elide middle columns."""
+    console.print(title, style="bold")
+    with pl.Config(
+        tbl_width_chars=console.width, tbl_rows=frame.height, fmt_str_lengths=40, tbl_cols=12
+    ):
+        console.print(str(frame), markup=False, highlight=False, soft_wrap=True)
+
+
+def records_table(title: str, records: Sequence[dict[str, Any]]) -> Table:
+    """A table of plain records (the keys of the first one are the columns)."""
     table = Table(title=title)
-    for name in frame.columns:
-        table.add_column(name, overflow="fold")
-    for row in frame.iter_rows():
-        table.add_row(*("" if value is None else str(value) for value in row))
+    if not records:
+        table.add_column("(none)")
+        return table
+    for column in records[0]:
+        table.add_column(column)
+    for record in records:
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in record.values()))
     return table
 
 
