@@ -156,8 +156,15 @@ def validate(
         else ()
     )
     valid = evaluated.filter(pl.col("__valid")).select(list(schema))
-    quarantined = _quarantine(evaluated, row_checks, list(schema), set(casts))
-    failures = _failures(evaluated, row_checks)
+    # Every row that failed anything (error or warn), found once; the quarantine and the
+    # failure cases are cut from this small frame instead of scanning the data per check.
+    failing = (
+        evaluated.filter(~pl.all_horizontal([pl.col(c) for c in mask_columns]))
+        if mask_columns
+        else evaluated.clear()
+    )
+    quarantined = _quarantine(failing, row_checks, list(schema), set(casts))
+    failures = _failures(failing, row_checks)
     results = [
         _row_result(check, int(failed), rows)
         for check, failed in zip(row_checks, failed_counts, strict=True)
