@@ -398,6 +398,41 @@ def quarantine(
 
 
 @app.command()
+def profile(
+    data: Annotated[
+        str, typer.Argument(help="A data file (csv, parquet, ndjson, arrow) or a dataset name.")
+    ],
+    contract_out: Annotated[
+        Path | None,
+        typer.Option("--contract-out", help="Write a suggested contract (YAML) to this file."),
+    ] = None,
+    version: Annotated[
+        int | None, typer.Option("--version", "-v", help="Dataset version (datasets only).")
+    ] = None,
+    project: ProjectOption = None,
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """Profile data per column (nulls, distinct, range, percentiles); suggest a contract."""
+    from headrace.core.contract_yaml import contract_to_yaml
+    from headrace.project.files import scan_file
+    from headrace.quality.profile import display_rows, suggest_contract
+    from headrace.quality.profile import profile as run_profile
+
+    path = Path(data)
+    frame = (scan_file(path) if path.suffix else _project(project).scan(data, version)).collect()
+    table = run_profile(frame)
+    if output is OutputFormat.json:
+        views.print_json(_out, table.to_dicts())
+    else:
+        title = f"profile of {data}: {frame.height:,} rows"
+        _out.print(views.records_table(title, display_rows(table)))
+    if contract_out is not None:
+        name = path.stem if path.suffix else data
+        contract_out.write_text(contract_to_yaml(suggest_contract(frame, name)), encoding="utf-8")
+        _err.print(f"suggested contract written to {contract_out}")
+
+
+@app.command()
 def dag(
     pipeline: Annotated[
         str | None, typer.Argument(help="Pipeline name (default: the only one).")
