@@ -109,8 +109,9 @@ def validate(
     for check in row_checks + dataset_checks:
         _check_bounds(contract, check, typed_schema)
 
-    # Type checks read the raw values; every other check reads the coerced ones. The raw
-    # values of coerced columns are kept aside so quarantined rows stay as they came in.
+    # Type checks read the raw values; every other check reads the coerced ones. Only the
+    # masks are computed (one select over the data); the data itself is never copied, only
+    # filtered, and quarantined rows keep their values as they came in.
     type_masks = [
         _row_ok(check, schema, contract).alias(f"__ok{i}")
         for i, check in enumerate(row_checks)
@@ -121,26 +122,20 @@ def validate(
         for i, check in enumerate(row_checks)
         if check.kind != "type"
     ]
+    mask_columns = [f"__ok{i}" for i in range(len(row_checks))]
     error_masks = [
         pl.col(f"__ok{i}") for i, check in enumerate(row_checks) if check.severity is Severity.ERROR
     ]
-    typed = frame.with_columns(
-        [pl.col(name).cast(dtype, strict=False) for name, dtype in casts.items()]
-    )
-    marked = (
-        frame.with_row_index(ROW_INDEX)
-        .with_columns(*type_masks, *[pl.col(name).alias(f"__raw_{name}") for name in casts])
-        .with_columns([pl.col(name).cast(dtype, strict=False) for name, dtype in casts.items()])
-        .with_columns(other_masks)
-        .with_columns(__valid=pl.all_horizontal(error_masks) if error_masks else pl.lit(value=True))
-    )
     aggregates = [_aggregate(check).alias(f"__agg{j}") for j, check in enumerate(dataset_checks)]
     try:
-        if aggregates:
-            evaluated, agg_frame = pl.collect_all([marked, typed.select(aggregates)])
-            agg_row = agg_frame.row(0)
-        else:
-            evaluated, agg_row = marked.collect(), ()
+        raw = data.collect() if isinstance(data, pl.LazyFrame) else data
+        typed = raw.with_columns(
+            [pl.col(name).cast(dtype, strict=False) for name, dtype in casts.items()]
+        )
+        masks = pl.concat(
+            [raw.select(type_masks), typed.select(other_masks)], how="horizontal"
+        ).select(mask_columns)
+        agg_row = typed.select(aggregates).row(0) if aggregates else ()
     except pl.exceptions.PolarsError as exc:
         culprit = _failing_check(frame, contract, row_checks, dataset_checks, schema)
         msg = f"contract {contract.name!r} could not run on this data: {str(exc).splitlines()[0]}"
@@ -148,23 +143,26 @@ def validate(
             msg = f"check {culprit!r} of {msg}; check the column types (or coerce the field)"
         raise ContractError(msg) from exc
 
-    rows = evaluated.height
-    mask_columns = [f"__ok{i}" for i in range(len(row_checks))]
-    failed_counts = (
-        evaluated.select([(~pl.col(c)).sum().alias(c) for c in mask_columns]).row(0)
-        if mask_columns
-        else ()
+    rows = raw.height
+    failed_counts = masks.select((~pl.all()).sum()).row(0) if mask_columns else ()
+    is_valid = (
+        masks.select(pl.all_horizontal(error_masks)).to_series()
+        if error_masks
+        else pl.Series([True] * rows, dtype=pl.Boolean)
     )
-    valid = evaluated.filter(pl.col("__valid")).select(list(schema))
+    valid = typed.filter(is_valid)
     # Every row that failed anything (error or warn), found once; the quarantine and the
     # failure cases are cut from this small frame instead of scanning the data per check.
     failing = (
-        evaluated.filter(~pl.all_horizontal([pl.col(c) for c in mask_columns]))
+        pl.concat(
+            [raw.with_row_index(ROW_INDEX), masks, is_valid.alias("__valid").to_frame()],
+            how="horizontal",
+        ).filter(~pl.all_horizontal(mask_columns))
         if mask_columns
-        else evaluated.clear()
+        else raw.with_row_index(ROW_INDEX).head(0).with_columns(__valid=pl.lit(value=True))
     )
-    quarantined = _quarantine(failing, row_checks, list(schema), set(casts))
     failures = _failures(failing, row_checks)
+    quarantined = _quarantine(failing, failures, list(schema))
     results = [
         _row_result(check, int(failed), rows)
         for check, failed in zip(row_checks, failed_counts, strict=True)
@@ -412,36 +410,21 @@ def _score(results: list[tuple[Any, ...]]) -> float:
     return float(sum(parts) / sum(weights))
 
 
-def _quarantine(
-    evaluated: pl.DataFrame, checks: list[Check], columns: list[str], cast: set[str]
-) -> pl.DataFrame:
-    bad = evaluated.filter(~pl.col("__valid"))
-    failed = [(i, check) for i, check in enumerate(checks) if check.severity is Severity.ERROR]
-    if not failed:
-        rules = pl.lit([], dtype=pl.List(pl.String))
-        reasons = rules
-    else:
-        rules = pl.concat_list(
-            [pl.when(~pl.col(f"__ok{i}")).then(pl.lit(c.rule)) for i, c in failed]
-        ).list.drop_nulls()
-        reasons = pl.concat_list(
-            [pl.when(~pl.col(f"__ok{i}")).then(pl.lit(REASONS[c.kind])) for i, c in failed]
-        ).list.drop_nulls()
-    return bad.select(
-        *[pl.col(f"__raw_{c}").alias(c) if c in cast else pl.col(c) for c in columns],
-        pl.col(ROW_INDEX).cast(pl.Int64),
-        rules.alias(RULES),
-        reasons.alias(REASONS_COLUMN),
+def _quarantine(failing: pl.DataFrame, failures: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """The rows that failed an error check, with their rule ids and reasons in check order."""
+    reasons = (
+        failures.filter(pl.col("severity") == Severity.ERROR.value)
+        .group_by("row", maintain_order=True)
+        .agg(pl.col("rule").alias(RULES), pl.col("reason").alias(REASONS_COLUMN))
     )
+    bad = failing.filter(~pl.col("__valid")).select(*columns, pl.col(ROW_INDEX).cast(pl.Int64))
+    return bad.join(reasons, left_on=ROW_INDEX, right_on="row", how="left", maintain_order="left")
 
 
 def _failures(evaluated: pl.DataFrame, checks: list[Check]) -> pl.DataFrame:
     parts = []
     for i, check in enumerate(checks):
-        source = check.column
-        if source and f"__raw_{source}" in evaluated.columns:
-            source = f"__raw_{source}"  # show the value as it came in, before coercion
-        value = pl.col(source).cast(pl.String) if source else pl.lit(None, pl.String)
+        value = pl.col(check.column).cast(pl.String) if check.column else pl.lit(None, pl.String)
         parts.append(
             evaluated.filter(~pl.col(f"__ok{i}")).select(
                 pl.col(ROW_INDEX).cast(pl.Int64).alias("row"),
