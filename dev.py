@@ -65,6 +65,7 @@ def test() -> None:
     run(PYTHON, "-m", "pytest", "--doctest-modules", "src/headrace", "tests", *sys.argv[2:])
     run(PYTHON, "bench/overhead.py", "--smoke")
     run(PYTHON, "bench/flights_e2e.py", "--smoke")
+    run(PYTHON, "bench/validation.py", "--smoke")
 
 
 COMMANDS = {"example": example, "test": test, "setup": lambda: None}
