@@ -291,15 +291,13 @@ def validate(
 ) -> None:
     """Validate data against a contract: per-check results, score, gate (exit 1 if it fails)."""
     from headrace.core.contract_yaml import contract_from_yaml
-    from headrace.project.files import scan_file
     from headrace.quality.validation import validate as run_validation
 
     if not contract.exists():
         msg = f"no contract file {contract}"
         raise ConfigError(msg)
     spec = contract_from_yaml(contract.read_text(encoding="utf-8"), source=str(contract))
-    path = Path(data)
-    frame = (scan_file(path) if path.suffix else _project(project).scan(data, version)).collect()
+    frame = _read_data(data, version, project)
     result = run_validation(frame, spec)
     if quarantine is not None:
         result.quarantined.write_parquet(quarantine)
@@ -414,12 +412,11 @@ def profile(
 ) -> None:
     """Profile data per column (nulls, distinct, range, percentiles); suggest a contract."""
     from headrace.core.contract_yaml import contract_to_yaml
-    from headrace.project.files import scan_file
     from headrace.quality.profile import display_rows, suggest_contract
     from headrace.quality.profile import profile as run_profile
 
     path = Path(data)
-    frame = (scan_file(path) if path.suffix else _project(project).scan(data, version)).collect()
+    frame = _read_data(data, version, project)
     table = run_profile(frame)
     if output is OutputFormat.json:
         views.print_json(_out, table.to_dicts())
@@ -470,6 +467,15 @@ def dag(
         DagFormat.dot: render.to_dot,
     }[output](graph)
     _out.file.write(text + "\n")
+
+
+def _read_data(data: str, version: int | None, project: Path | None) -> pl.DataFrame:
+    """A data file (it has a suffix) or a stored dataset of the project, read whole."""
+    from headrace.project.files import scan_file
+
+    path = Path(data)
+    frame = scan_file(path) if path.suffix else _project(project).scan(data, version)
+    return frame.collect()
 
 
 def _parse_config(items: list[str]) -> dict[str, Any]:
