@@ -22,6 +22,7 @@ so that the original traceback stays available (``headrace --debug``).
     ├── RunFailedError               a run ended with failed nodes
     ├── ContractError                a data contract is wrong (unknown column, bad regex, ...)
     ├── QualityGateError             validated data scored below the gate or failed a check
+    ├── SchemaChangeError            a contract in use changed in a breaking way, unapproved
     ├── DatasetError                 reading or writing a versioned dataset failed
     │   ├── DatasetNotFoundError     no such dataset
     │   └── DatasetVersionNotFoundError  no such version of a dataset
@@ -48,6 +49,7 @@ __all__ = [
     "ProjectNotFoundError",
     "QualityGateError",
     "RunFailedError",
+    "SchemaChangeError",
     "UnknownInputError",
     "UnknownNodeError",
 ]
@@ -119,6 +121,10 @@ class ContractError(HeadraceError):
 
 class QualityGateError(HeadraceError):
     """Validated data scored below its gate, or an ``error`` dataset-level check failed."""
+
+
+class SchemaChangeError(HeadraceError):
+    """A node's contract changed in a breaking way and the change was not approved."""
 
 
 class DatasetError(HeadraceError):

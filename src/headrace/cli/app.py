@@ -127,6 +127,13 @@ def run(
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="Parallel tasks (default: CPUs).")
     ] = None,
+    approve_breaking: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--approve-breaking",
+            help="Allow a breaking change to this node's contract (repeatable; '*' for all).",
+        ),
+    ] = None,
     project: ProjectOption = None,
     output: FormatOption = OutputFormat.table,
 ) -> None:
@@ -145,6 +152,7 @@ def run(
         config=overrides,
         executor=executor,
         trigger="cli",
+        approve_breaking=approve_breaking or (),
     )
     plan = prepared.plan()
     if output is OutputFormat.json:

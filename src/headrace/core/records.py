@@ -167,6 +167,10 @@ class QualityRecord:
     checks: Sequence[Mapping[str, Any]]
     quarantine_dataset: str | None
     quarantine_version: int | None
+    contract_schema: Mapping[str, Any] = field(default_factory=dict)
+    """The contract's fields as column -> [type, nullable] (for schema-evolution checks)."""
+    approved_changes: Sequence[str] = ()
+    """Breaking contract changes this run was explicitly allowed to make."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

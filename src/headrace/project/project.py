@@ -180,6 +180,7 @@ class Project:
         executor: Executor | None = None,
         observer: TaskObserver | None = None,
         trigger: str = "api",
+        approve_breaking: Sequence[str] = (),
     ) -> RunResult:
         """Run a pipeline. Node failures are in the result (see ``RunResult.raise_for_status``)."""
         return self.prepare_run(
@@ -191,6 +192,7 @@ class Project:
             executor=executor,
             observer=observer,
             trigger=trigger,
+            approve_breaking=approve_breaking,
         ).execute()
 
     def prepare_run(
@@ -204,6 +206,7 @@ class Project:
         executor: Executor | None = None,
         observer: TaskObserver | None = None,
         trigger: str = "api",
+        approve_breaking: Sequence[str] = (),
     ) -> BatchRun:
         """A validated, planned run ready to :meth:`~BatchRun.execute` (plan errors raise here)."""
         graph = self.graph(pipeline, config)
@@ -218,6 +221,7 @@ class Project:
             observer=observer,
             trigger=trigger,
             validator=validate,
+            approve_breaking=frozenset(approve_breaking),
         )
         run.plan()  # plan-time errors (partitions) surface before anything runs
         return run

@@ -320,8 +320,30 @@ class MetadataStore:
                     checks=[dict(check) for check in record.checks],
                     quarantine_dataset=record.quarantine_dataset,
                     quarantine_version=record.quarantine_version,
+                    contract_schema={k: list(v) for k, v in record.contract_schema.items()},
+                    approved_changes=list(record.approved_changes),
                 )
             )
+
+    def last_contract_schema(
+        self, pipeline: str, node: str
+    ) -> dict[str, tuple[str | None, bool]] | None:
+        """The contract schema of a node's newest quality record, or None."""
+        query = (
+            sa.select(quality_results.c.contract_schema)
+            .where(
+                quality_results.c.pipeline == pipeline,
+                quality_results.c.node == node,
+                quality_results.c.contract_schema.is_not(None),
+            )
+            .order_by(quality_results.c.created_at.desc())
+            .limit(1)
+        )
+        with self._read() as c:
+            found = c.execute(query).scalar_one_or_none()
+        if not found:
+            return None
+        return {str(k): (v[0], bool(v[1])) for k, v in dict(found).items()}
 
     def quality(self, *, run_id: str | None = None, node: str | None = None) -> list[QualityRecord]:
         """Quality results, newest first, optionally of one run and/or one node."""
@@ -348,6 +370,8 @@ class MetadataStore:
                     checks=row["checks"],
                     quarantine_dataset=row["quarantine_dataset"],
                     quarantine_version=row["quarantine_version"],
+                    contract_schema=row["contract_schema"] or {},
+                    approved_changes=row["approved_changes"] or [],
                 )
                 for row in c.execute(query).mappings()
             ]

@@ -110,4 +110,6 @@ quality_results = sa.Table(
     sa.Column("checks", sa.JSON(), nullable=False),
     sa.Column("quarantine_dataset", sa.String(200)),
     sa.Column("quarantine_version", sa.BigInteger()),
+    sa.Column("contract_schema", sa.JSON()),
+    sa.Column("approved_changes", sa.JSON()),
 )

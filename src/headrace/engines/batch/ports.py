@@ -124,6 +124,12 @@ class RunLog(Protocol):
         """Store a validation result."""
         ...
 
+    def last_contract_schema(
+        self, pipeline: str, node: str
+    ) -> dict[str, tuple[str | None, bool]] | None:
+        """The contract schema recorded with a node's newest validation, or None."""
+        ...
+
     def last_successful_node_run(
         self, pipeline: str, node: str, partition: str | None
     ) -> NodeRunRecord | None:

@@ -125,6 +125,8 @@ class BatchRun:
     trigger: str = "api"
     validator: Validator | None = None
     """Runs nodes' contracts (the project passes headrace.quality's Polars backend)."""
+    approve_breaking: frozenset[str] = frozenset()
+    """Nodes whose contract may change in a breaking way in this run (``*``: any)."""
 
     def plan(self) -> Plan:
         """The tasks this run will execute."""
@@ -147,6 +149,7 @@ class BatchRun:
                 "fail_fast": self.fail_fast,
                 "trigger": self.trigger,
                 "executor": type(self.executor).__name__,
+                "approve_breaking": sorted(self.approve_breaking),
                 "host": host,
                 "pid": os.getpid(),
             },
@@ -162,6 +165,7 @@ class BatchRun:
             full_refresh=self.full_refresh,
             observer=self.observer,
             validator=self.validator,
+            approve_breaking=self.approve_breaking,
         )
         error: str | None = None
         try:

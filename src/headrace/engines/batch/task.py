@@ -30,9 +30,10 @@ from headrace.core.fingerprint import content_hash, key_hash
 from headrace.core.node import Binding, BindingKind, Node, NodeKind
 from headrace.core.records import DatasetVersion, NodeRunRecord, NodeStatus, QualityRecord
 from headrace.core.redaction import redact
+from headrace.core.schema_change import classify, contract_schema
 from headrace.engines.batch.plan import Plan, Task
 from headrace.engines.batch.ports import DatasetWriter, RunLog, Validator
-from headrace.errors import NodeExecutionError, NodeTimeoutError
+from headrace.errors import NodeExecutionError, NodeTimeoutError, SchemaChangeError
 
 __all__ = ["Output", "TaskObserver", "TaskRunner"]
 
@@ -101,9 +102,11 @@ class TaskRunner:
         full_refresh: bool = False,
         observer: TaskObserver | None = None,
         validator: Validator | None = None,
+        approve_breaking: frozenset[str] = frozenset(),
     ) -> None:
         self.run_id = run_id
         self.validator = validator
+        self.approve_breaking = approve_breaking
         self.plan = plan
         self.graph = plan.graph
         self.store = store
@@ -465,6 +468,7 @@ class TaskRunner:
         if self.validator is None:
             msg = f"node {node.name!r} has a contract, but this run has no validator"
             raise NodeExecutionError(node.name, msg)
+        approved = self._check_contract_change(node)
         outcome = self.validator(frame, node.contract)
         quarantine_name = f"{node.name}{QUARANTINE_SUFFIX}"
         quarantine: Output | None = None
@@ -498,11 +502,31 @@ class TaskRunner:
                 checks=outcome.checks.to_dicts(),
                 quarantine_dataset=quarantine.dataset if quarantine else None,
                 quarantine_version=quarantine.version if quarantine else None,
+                contract_schema=contract_schema(node.contract),
+                approved_changes=approved,
             )
         )
         if error is not None:
             raise error
         return outcome.valid
+
+    def _check_contract_change(self, node: Node) -> list[str]:
+        """Refuse an unapproved breaking change to the node's contract; list approved ones."""
+        assert node.contract is not None
+        previous = self.log.last_contract_schema(self.graph.pipeline, node.name)
+        if previous is None:
+            return []
+        breaking = [c for c in classify(previous, contract_schema(node.contract)) if c.breaking]
+        if not breaking:
+            return []
+        if node.name in self.approve_breaking or "*" in self.approve_breaking:
+            return [str(change) for change in breaking]
+        listing = "; ".join(str(change) for change in breaking)
+        msg = (
+            f"the contract of node {node.name!r} changed in a breaking way: {listing}. If this "
+            f"is intended, run again with --approve-breaking {node.name} (recorded with the run)"
+        )
+        raise SchemaChangeError(msg)
 
     def _release_inputs(self, task: Task) -> None:
         with self._lock:
