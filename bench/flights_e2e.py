@@ -63,6 +63,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _runner import fmt
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 EXAMPLE = ROOT / "examples" / "flights"
@@ -390,10 +392,6 @@ def node_breakdown(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]
     return rows
 
 
-def _fmt(value: float | None, spec: str = ".2f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def print_tables(
     meta: dict[str, Any],
     summary: list[dict[str, Any]],
@@ -423,12 +421,12 @@ def print_tables(
             target = f"<= {row['target']:.2f} {mark}"
         table.add_row(
             row["side"],
-            _fmt(row["median_s"]),
-            _fmt(row["min_s"]),
-            _fmt(row["cpu_median_s"]),
-            _fmt(row["peak_rss_mib"], ".0f"),
-            _fmt(row["ratio"]) + "x",
-            _fmt(row["ratio_of_mins"]) + "x",
+            fmt(row["median_s"]),
+            fmt(row["min_s"]),
+            fmt(row["cpu_median_s"]),
+            fmt(row["peak_rss_mib"], ".0f"),
+            fmt(row["ratio"]) + "x",
+            fmt(row["ratio_of_mins"]) + "x",
             target,
         )
     console.print(table)
@@ -439,9 +437,9 @@ def print_tables(
     for row in nodes:
         per_node.add_row(
             row["node"],
-            _fmt(row["handwritten_s"]),
-            _fmt(row["headrace_cold_s"]),
-            _fmt(row["headrace_warm_s"]),
+            fmt(row["handwritten_s"]),
+            fmt(row["headrace_cold_s"]),
+            fmt(row["headrace_warm_s"]),
             row["warm_status"] or "-",
         )
     console.print(per_node)
@@ -485,12 +483,12 @@ def profile_table(profile: dict[str, Any]) -> Any:
         for group, seconds in per_group.items():
             totals[group] += seconds
         table.add_row(
-            task, *(_fmt(per_group[g]) for g in PHASE_GROUPS), _fmt(sum(per_group.values()))
+            task, *(fmt(per_group[g]) for g in PHASE_GROUPS), fmt(sum(per_group.values()))
         )
     table.add_row(
         "[bold]all tasks[/]",
-        *(_fmt(totals[g]) for g in PHASE_GROUPS),
-        _fmt(sum(totals.values())),
+        *(fmt(totals[g]) for g in PHASE_GROUPS),
+        fmt(sum(totals.values())),
     )
     return table
 

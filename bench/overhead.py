@@ -53,6 +53,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _runner import error_summary, parse_peer_repeats
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 PEERS_DIR = BENCH / "peers"
@@ -230,25 +232,13 @@ def run_peer(peer: str, n: int, shape: str, repeats: int, timeout: float) -> dic
     if proc.returncode != 0 or rec is None:
         return {
             **base,
-            "error": f"exit {proc.returncode}; {_error_summary(proc.stderr)}",
+            "error": f"exit {proc.returncode}; {error_summary(proc.stderr)}",
             "cmd": " ".join(cmd),
             "log": str(log.relative_to(ROOT)),
         }
     rec.setdefault("variant", "")
     rec["subprocess_wall_seconds"] = round(wall, 1)
     return rec
-
-
-def _error_summary(stderr: str) -> str:
-    """The exception lines of a traceback (root causes included) + the last lines."""
-    lines = stderr.strip().splitlines()
-    excs = [
-        ln.strip()
-        for ln in lines
-        if ln and not ln.startswith(" ") and ("Error" in ln or "Exception" in ln) and ":" in ln
-    ]
-    tail = "\n".join(lines[-10:])
-    return "exceptions: " + " <- ".join(excs[-4:]) + f"\nstderr tail:\n{tail}"
 
 
 # --------------------------------------------------------------------------- report
@@ -343,16 +333,6 @@ def print_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- main
 
 
-def _parse_peer_repeats(spec: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        name, _, num = part.partition("=")
-        if name not in ALL_PEERS or not num.isdigit() or int(num) < 1:
-            raise argparse.ArgumentTypeError(f"bad --peer-repeats entry {part!r} (want peer=N)")
-        out[name] = int(num)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description="Per-node orchestration overhead: headrace vs peers.",
@@ -368,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shapes", default=",".join(SHAPES), help="comma list of chain,fanout")
     ap.add_argument(
         "--peer-repeats",
-        type=_parse_peer_repeats,
+        type=lambda text: parse_peer_repeats(text, ALL_PEERS),
         default={},
         help="per-peer repeat override, e.g. airflow=1 (slow peers)",
     )

@@ -68,6 +68,7 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 import validation_spec as spec  # noqa: E402
+from _runner import error_summary, fmt, parse_peer_repeats  # noqa: E402
 
 ALL_PEERS = ("pandera", "gx")
 TOOLS = ("floor", "headrace", *ALL_PEERS)
@@ -152,23 +153,12 @@ def run_side(tool: str, data: Path, timeout: float) -> dict[str, Any]:
             record = None
     if proc.returncode != 0 or record is None:
         return {
-            "error": f"exit {proc.returncode}; {_error_summary(proc.stderr)}",
+            "error": f"exit {proc.returncode}; {error_summary(proc.stderr)}",
             "cmd": " ".join(cmd),
             "log": str(log.relative_to(ROOT)),
         }
     record["subprocess_wall_seconds"] = round(wall, 2)
     return record
-
-
-def _error_summary(stderr: str) -> str:
-    lines = stderr.strip().splitlines()
-    excs = [
-        ln.strip()
-        for ln in lines
-        if ln and not ln.startswith(" ") and ("Error" in ln or "Exception" in ln) and ":" in ln
-    ]
-    tail = "\n".join(lines[-8:])
-    return "exceptions: " + " <- ".join(excs[-3:]) + f"\nstderr tail:\n{tail}"
 
 
 def headrace_available() -> str | None:
@@ -182,7 +172,7 @@ def headrace_available() -> str | None:
     )
     if proc.returncode == 0:
         return None
-    return _error_summary(proc.stderr).splitlines()[0]
+    return error_summary(proc.stderr).splitlines()[0]
 
 
 # --------------------------------------------------------------------------- summary
@@ -269,10 +259,6 @@ def agreement(summary: list[dict[str, Any]], injected: dict[str, Any]) -> list[d
 # --------------------------------------------------------------------------- report
 
 
-def _fmt(value: float | None, spec_: str = ".2f") -> str:
-    return "-" if value is None else format(value, spec_)
-
-
 def print_tables(
     meta: dict[str, Any],
     summary: list[dict[str, Any]],
@@ -323,12 +309,12 @@ def print_tables(
         table.add_row(
             row["tool"],
             str(row.get("version", "-")),
-            _fmt(row["median_s"]),
-            _fmt(row["min_s"]),
+            fmt(row["median_s"]),
+            fmt(row["min_s"]),
             str(row["runs"]),
-            _fmt(row["peak_rss_mib"], ".0f"),
-            _fmt(row["data_rss_mib"], ".0f"),
-            _fmt(row["ratio"]) + "x" if row.get("ratio") is not None else "-",
+            fmt(row["peak_rss_mib"], ".0f"),
+            fmt(row["data_rss_mib"], ".0f"),
+            fmt(row["ratio"]) + "x" if row.get("ratio") is not None else "-",
             target,
             note,
         )
@@ -376,16 +362,6 @@ def print_tables(
 # --------------------------------------------------------------------------- main
 
 
-def _parse_peer_repeats(text: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, _, num = part.partition("=")
-        if name not in ALL_PEERS or not num.isdigit() or int(num) < 1:
-            raise argparse.ArgumentTypeError(f"bad --peer-repeats entry {part!r} (want peer=N)")
-        out[name] = int(num)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -400,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--peer-repeats",
-        type=_parse_peer_repeats,
+        type=lambda text: parse_peer_repeats(text, ALL_PEERS),
         default={},
         help="per-peer run count override, e.g. gx=1 (slow peers)",
     )
