@@ -152,6 +152,7 @@ TRAINING_ROWS = hr.Contract(
         hr.Field("arr_delay", "Float64", nullable=False, description="label: minutes late"),
         hr.Field("tailnum", "String", checks=[hr.checks.matches(r"^N[0-9A-Z]+$")]),
         hr.Field("origin", "String", checks=[hr.checks.isin(["EWR", "JFK", "LGA"])]),
+        hr.Field("carrier", "String", checks=[hr.checks.references("airlines_raw")]),
         hr.Field("dep_delay", "Float64", checks=[hr.checks.between(-60, 1500)]),
         hr.Field("speed_mph", "Float64", checks=[hr.checks.between(50, 650, severity="warn")]),
         hr.Field("temp", "Float64", checks=[hr.checks.not_null(severity="warn", mostly=0.99)]),

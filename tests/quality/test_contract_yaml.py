@@ -28,6 +28,7 @@ fields:
     checks:
       - isin: [new, paid]
       - matches: "^[a-z]+$"
+      - references: {dataset: statuses, column: code}
 checks:
   - row_count: {min: 1}
   - unique: {columns: [id, status]}
@@ -42,11 +43,11 @@ def test_yaml_builds_the_same_contract_as_python() -> None:
     assert contract.owner == "data-eng"
     assert [c.rule for c in contract.all_checks()] == [
         "id.not_null", "id.unique", "amount.between", "amount.usually_small", "status.isin",
-        "status.matches", "row_count", "id+status.unique", "paid_has_amount", "t.freshness",
-        "amount.quantile_0.5",
+        "status.matches", "status.references", "row_count", "id+status.unique",
+        "paid_has_amount", "t.freshness", "amount.quantile_0.5",
     ]  # fmt: skip
     assert contract.all_checks()[3].mostly == 0.9
-    assert contract.all_checks()[9].params["max_age"] == timedelta(hours=2)
+    assert contract.all_checks()[10].params["max_age"] == timedelta(hours=2)
 
 
 def test_yaml_round_trips() -> None:
@@ -61,7 +62,8 @@ def test_yaml_round_trips() -> None:
 def test_yaml_contract_validates_data() -> None:
     frame = pl.DataFrame({"id": [1, 2], "amount": [10.0, 0.0], "status": ["paid", "paid"]})
     contract = contract_from_yaml(YAML.split("  - freshness", maxsplit=1)[0])
-    result = hr.validate(frame, contract)
+    statuses = pl.DataFrame({"code": ["paid", "new"]})
+    result = hr.validate(frame, contract, lookups={"statuses": statuses})
     assert result.quarantined["_hr_rules"].to_list() == [["paid_has_amount"]]
 
 

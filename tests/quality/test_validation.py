@@ -229,3 +229,21 @@ def test_valid_plus_quarantined_is_the_input(
     error_rules = result.failures.filter(pl.col("severity") == "error")
     assert set(error_rules["row"]) == set(result.quarantined["_hr_row"])
     assert 0.0 <= result.score <= 1.0
+
+
+def test_references_accept_only_keys_of_another_dataset() -> None:
+    airlines = pl.DataFrame({"carrier": ["AA", "UA"]})
+    flights = pl.DataFrame({"carrier": ["AA", "ZZ", None, "UA"], "n": [1, 2, 3, 4]})
+    contract = hr.Contract(
+        "f", fields=[hr.Field("carrier", checks=[hr.checks.references("airlines")])]
+    )
+    result = hr.validate(flights, contract, lookups={"airlines": airlines})
+    assert result.quarantined["_hr_row"].to_list() == [1]
+    assert result.quarantined["_hr_reasons"].to_list() == [["missing_reference"]]
+    with pytest.raises(ContractError, match=r"references dataset 'airlines', which was not given"):
+        hr.validate(flights, contract)
+    other_column = hr.Contract(
+        "f", fields=[hr.Field("n", checks=[hr.checks.references("airlines", "code")])]
+    )
+    with pytest.raises(ContractError, match="dataset 'airlines' has no column 'code'"):
+        hr.validate(flights, other_column, lookups={"airlines": airlines})

@@ -306,7 +306,12 @@ def validate(
         raise ConfigError(msg)
     spec = contract_from_yaml(contract.read_text(encoding="utf-8"), source=str(contract))
     frame = _read_data(data, version, project)
-    result = run_validation(frame, spec)
+    lookups = {
+        check.params["dataset"]: _project(project).scan(check.params["dataset"])
+        for check in spec.all_checks()
+        if check.kind == "references"
+    }
+    result = run_validation(frame, spec, lookups=lookups)
     if quarantine is not None:
         result.quarantined.write_parquet(quarantine)
     if report is not None:

@@ -29,6 +29,7 @@ __all__ = [
     "length",
     "matches",
     "not_null",
+    "references",
     "row_count",
     "unique",
 ]
@@ -70,6 +71,15 @@ def unique(*columns: str, **options: Any) -> Check:
     if columns:
         options["columns"] = columns
     return _check("unique", {}, options)
+
+
+def references(dataset: str, column: str | None = None, **options: Any) -> Check:
+    """The value occurs in ``column`` (default: the same name) of another ``dataset``.
+
+    In a pipeline the dataset is read at its newest version (make it an input of the node so
+    it is computed first); stand-alone, pass it to ``validate(..., lookups={name: frame})``.
+    """
+    return _check("references", {"dataset": dataset, "column": column}, options)
 
 
 def expression(name: str, expr: pl.Expr | str, **options: Any) -> Check:

@@ -25,7 +25,8 @@ Semantics every backend must keep:
   is the check that fails nulls);
 * rows failing an ``error`` row check are quarantined; ``warn`` checks only report;
 * a check with ``mostly=f`` passes when at least a share ``f`` of the rows pass it;
-* ``unique`` flags every row whose key occurs more than once (nulls in the key are ignored).
+* ``unique`` flags every row whose key occurs more than once (nulls in the key are ignored);
+* ``references`` passes values found in a column of another dataset (a foreign key).
 
 """
 
@@ -61,7 +62,10 @@ class Level(enum.StrEnum):
     DATASET = "dataset"
 
 
-ROW_KINDS = ("not_null", "type", "between", "isin", "matches", "length", "unique", "expression")
+ROW_KINDS = (
+    "not_null", "type", "between", "isin", "matches", "length", "unique", "expression",
+    "references",
+)  # fmt: skip
 DATASET_KINDS = ("row_count", "freshness", "distribution", "aggregate")
 DISTRIBUTION_STATS = ("mean", "std", "min", "max", "median", "null_share", "quantile")
 
@@ -253,6 +257,9 @@ def _validate_params(where: str, check: Check) -> None:
         raise ContractError(msg)
     if check.kind == "freshness" and not isinstance(p.get("max_age"), timedelta):
         msg = f"{where}: max_age must be a timedelta"
+        raise ContractError(msg)
+    if check.kind == "references" and not isinstance(p.get("dataset"), str):
+        msg = f"{where}: references needs the name of the dataset that holds the keys"
         raise ContractError(msg)
     if check.kind == "isin" and not isinstance(p.get("values"), Iterable):
         msg = f"{where}: values must be a list"

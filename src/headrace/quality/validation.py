@@ -46,6 +46,7 @@ REASONS: Mapping[str, str] = {
     "length": "bad_length",
     "unique": "duplicate",
     "expression": "expression_false",
+    "references": "missing_reference",
 }
 _WEIGHTS = {Severity.ERROR: 1.0, Severity.WARN: 0.5}
 
@@ -97,8 +98,12 @@ def validate(
     contract: Contract,
     *,
     now: datetime | None = None,
+    lookups: Mapping[str, pl.DataFrame | pl.LazyFrame] | None = None,
 ) -> ValidationResult:
-    """Validate ``data`` against ``contract`` in one pass; see the module docs for the result."""
+    """Validate ``data`` against ``contract`` in one pass; see the module docs for the result.
+
+    ``lookups`` holds the datasets that ``references`` checks name.
+    """
     frame = data.lazy()
     schema = frame.collect_schema()
     _check_columns(contract, schema)
@@ -112,13 +117,14 @@ def validate(
     # Type checks read the raw values; every other check reads the coerced ones. Only the
     # masks are computed (one select over the data); the data itself is never copied, only
     # filtered, and quarantined rows keep their values as they came in.
+    keys = _reference_keys(contract, row_checks, lookups or {})
     type_masks = [
-        _row_ok(check, schema, contract).alias(f"__ok{i}")
+        _row_ok(check, schema, contract, keys).alias(f"__ok{i}")
         for i, check in enumerate(row_checks)
         if check.kind == "type"
     ]
     other_masks = [
-        _row_ok(check, typed_schema, contract).alias(f"__ok{i}")
+        _row_ok(check, typed_schema, contract, keys).alias(f"__ok{i}")
         for i, check in enumerate(row_checks)
         if check.kind != "type"
     ]
@@ -137,7 +143,7 @@ def validate(
         ).select(mask_columns)
         agg_row = typed.select(aggregates).row(0) if aggregates else ()
     except pl.exceptions.PolarsError as exc:
-        culprit = _failing_check(frame, contract, row_checks, dataset_checks, schema)
+        culprit = _failing_check(frame, contract, row_checks, dataset_checks, schema, keys)
         msg = f"contract {contract.name!r} could not run on this data: {str(exc).splitlines()[0]}"
         if culprit:
             msg = f"check {culprit!r} of {msg}; check the column types (or coerce the field)"
@@ -187,18 +193,19 @@ def validate(
 # -- compiling checks ---------------------------------------------------------------------------
 
 
-def _failing_check(
+def _failing_check(  # noqa: PLR0917 - private helper with one caller
     frame: pl.LazyFrame,
     contract: Contract,
     row_checks: list[Check],
     dataset_checks: list[Check],
     schema: pl.Schema,
+    keys: Mapping[str, pl.Series],
 ) -> str | None:
     """The first check that cannot even plan on an empty frame of this schema."""
     empty = frame.head(0)
     for check in row_checks:
         try:
-            empty.select(_row_ok(check, schema, contract)).collect()
+            empty.select(_row_ok(check, schema, contract, keys)).collect()
         except pl.exceptions.PolarsError:
             return check.rule
     for check in dataset_checks:
@@ -278,16 +285,46 @@ def _casts(contract: Contract, schema: pl.Schema) -> dict[str, pl.DataType]:
     }
 
 
-def _row_ok(check: Check, schema: pl.Schema, contract: Contract) -> pl.Expr:
+def _reference_keys(
+    contract: Contract, checks: list[Check], lookups: Mapping[str, pl.DataFrame | pl.LazyFrame]
+) -> dict[str, pl.Series]:
+    """For each ``references`` rule, the distinct keys it accepts."""
+    keys: dict[str, pl.Series] = {}
+    for check in checks:
+        if check.kind != "references":
+            continue
+        name = check.params["dataset"]
+        column = str(check.params.get("column") or check.column)
+        if name not in lookups:
+            msg = (
+                f"check {check.rule!r} of contract {contract.name!r} references dataset "
+                f"{name!r}, which was not given: pass lookups={{{name!r}: frame}}, or validate "
+                "inside a pipeline where the dataset exists"
+            )
+            raise ContractError(msg)
+        frame = lookups[name].lazy()
+        if column not in frame.collect_schema():
+            msg = f"check {check.rule!r}: dataset {name!r} has no column {column!r}"
+            raise ContractError(msg)
+        keys[check.rule] = frame.select(pl.col(column).unique()).collect().to_series()
+    return keys
+
+
+def _row_ok(
+    check: Check,
+    schema: pl.Schema,
+    contract: Contract,
+    keys: Mapping[str, pl.Series] | None = None,
+) -> pl.Expr:
     p = check.params
     col = pl.col(check.column) if check.column else None
     if check.kind == "not_null":
         assert col is not None
         return col.is_not_null()
     if check.kind == "unique":
-        keys = [pl.col(c) for c in check.columns]
-        key = keys[0] if len(keys) == 1 else pl.struct(keys)
-        return ~key.is_duplicated() | pl.any_horizontal([k.is_null() for k in keys])
+        parts = [pl.col(c) for c in check.columns]
+        key = parts[0] if len(parts) == 1 else pl.struct(parts)
+        return ~key.is_duplicated() | pl.any_horizontal([k.is_null() for k in parts])
     if check.kind == "type":
         assert col is not None
         assert check.column is not None
@@ -314,6 +351,9 @@ def _row_ok(check: Check, schema: pl.Schema, contract: Contract) -> pl.Expr:
         ok = low_ok & high_ok
     elif check.kind == "isin":
         ok = col.is_in(pl.Series(list(p["values"]), dtype=schema[check.column or ""]).implode())
+    elif check.kind == "references":
+        allowed = (keys or {})[check.rule]
+        ok = col.is_in(allowed.cast(schema[check.column or ""], strict=False).implode())
     elif check.kind == "matches":
         ok = col.str.contains(p["pattern"])
     elif check.kind == "length":

@@ -59,3 +59,18 @@ def test_clean_data_writes_no_quarantine(project: hr.Project) -> None:
 def test_contracts_only_on_stored_nodes() -> None:
     with pytest.raises(PipelineError, match="has a contract but stores no output"):
         hr.Pipeline("p").transform(lambda: None, name="x", ephemeral=True, contract=ORDERS)
+
+
+def test_a_reference_to_an_upstream_dataset_is_checked_in_the_pipeline(project: hr.Project) -> None:
+    pipeline = hr.Pipeline("shop")
+    pipeline.source(lambda: pl.DataFrame({"code": ["a", "b"]}), name="products")
+    contract = hr.Contract(
+        "orders", fields=[hr.Field("code", checks=[hr.checks.references("products")])]
+    )
+
+    def orders(products: pl.LazyFrame) -> pl.DataFrame:
+        return pl.DataFrame({"code": ["a", "x", "b", "b"]})
+
+    pipeline.transform(orders, contract=contract, gate=0.5)
+    project.run(pipeline).raise_for_status()
+    assert project.read("orders__quarantine")["code"].to_list() == ["x"]

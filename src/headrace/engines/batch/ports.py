@@ -79,8 +79,14 @@ class Validated(Protocol):
 class Validator(Protocol):
     """Runs a contract over a frame."""
 
-    def __call__(self, data: pl.DataFrame, contract: Contract) -> Validated:
-        """Validate ``data``."""
+    def __call__(
+        self,
+        data: pl.DataFrame,
+        contract: Contract,
+        *,
+        lookups: Mapping[str, pl.DataFrame | pl.LazyFrame] | None = None,
+    ) -> Validated:
+        """Validate ``data`` (``lookups``: the datasets its ``references`` checks name)."""
         ...
 
 

@@ -469,7 +469,14 @@ class TaskRunner:
             msg = f"node {node.name!r} has a contract, but this run has no validator"
             raise NodeExecutionError(node.name, msg)
         approved = self._check_contract_change(node)
-        outcome = self.validator(frame, node.contract)
+        lookups = {}
+        for check in node.contract.all_checks():
+            if check.kind == "references":
+                name = check.params["dataset"]
+                newest = self.log.latest_write(name, None)
+                if newest is not None:
+                    lookups[name] = self.store.scan(name, newest.version)
+        outcome = self.validator(frame, node.contract, lookups=lookups)
         quarantine_name = f"{node.name}{QUARANTINE_SUFFIX}"
         quarantine: Output | None = None
         if outcome.quarantined.height or self.store.exists(quarantine_name):
