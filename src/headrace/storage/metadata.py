@@ -11,6 +11,8 @@ is committed to Delta Lake before it is recorded here (see :mod:`headrace.storag
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import sqlite3
 import threading
 import time
@@ -20,7 +22,7 @@ from datetime import datetime
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -208,29 +210,7 @@ class MetadataStore:
         """Store finished node runs (one transaction for the batch)."""
         if not records:
             return
-        rows = [
-            {
-                "run_id": r.run_id,
-                "node": r.node,
-                "partition": _blank(r.partition),
-                "pipeline": pipeline,
-                "status": r.status.value,
-                "started_at": r.started_at,
-                "ended_at": r.ended_at,
-                "attempts": r.attempts,
-                "rows_in": r.rows_in,
-                "rows_out": r.rows_out,
-                "bytes_out": r.bytes_out,
-                "cache_hit": r.cache_hit,
-                "cache_reason": r.cache_reason,
-                "cache_key": r.cache_key,
-                "code_hash": r.code_hash,
-                "output_dataset": r.output_dataset,
-                "output_version": r.output_version,
-                "error": r.error,
-            }
-            for r in records
-        ]
+        rows = [_to_row(r, pipeline=pipeline) for r in records]
         with self._write() as c:
             c.execute(node_runs.insert(), rows)
 
@@ -303,27 +283,7 @@ class MetadataStore:
     def record_quality(self, record: QualityRecord) -> None:
         """Store the quality result of one validated node output."""
         with self._write() as c:
-            c.execute(
-                quality_results.insert().values(
-                    run_id=record.run_id,
-                    node=record.node,
-                    partition=_blank(record.partition),
-                    pipeline=record.pipeline,
-                    contract=record.contract,
-                    created_at=record.created_at,
-                    rows=record.rows,
-                    valid_rows=record.valid_rows,
-                    quarantined_rows=record.quarantined_rows,
-                    score=record.score,
-                    gate=record.gate,
-                    passed=record.passed,
-                    checks=[dict(check) for check in record.checks],
-                    quarantine_dataset=record.quarantine_dataset,
-                    quarantine_version=record.quarantine_version,
-                    contract_schema={k: list(v) for k, v in record.contract_schema.items()},
-                    approved_changes=list(record.approved_changes),
-                )
-            )
+            c.execute(quality_results.insert().values(_to_row(record)))
 
     def last_contract_schema(
         self, pipeline: str, node: str
@@ -353,51 +313,14 @@ class MetadataStore:
         if node is not None:
             query = query.where(quality_results.c.node == node)
         with self._read() as c:
-            return [
-                QualityRecord(
-                    run_id=row["run_id"],
-                    pipeline=row["pipeline"],
-                    node=row["node"],
-                    partition=_none(row["partition"]),
-                    contract=row["contract"],
-                    created_at=row["created_at"],
-                    rows=row["rows"],
-                    valid_rows=row["valid_rows"],
-                    quarantined_rows=row["quarantined_rows"],
-                    score=row["score"],
-                    gate=row["gate"],
-                    passed=row["passed"],
-                    checks=row["checks"],
-                    quarantine_dataset=row["quarantine_dataset"],
-                    quarantine_version=row["quarantine_version"],
-                    contract_schema=row["contract_schema"] or {},
-                    approved_changes=row["approved_changes"] or [],
-                )
-                for row in c.execute(query).mappings()
-            ]
+            return [_from_row(QualityRecord, row) for row in c.execute(query).mappings()]
 
     # -- dataset versions --------------------------------------------------------------------
 
     def record_dataset_version(self, version: DatasetVersion) -> None:
         """Record a committed dataset version."""
         with self._write() as c:
-            c.execute(
-                dataset_versions.insert().values(
-                    dataset=version.dataset,
-                    version=version.version,
-                    run_id=version.run_id,
-                    node=version.node,
-                    partition=_blank(version.partition),
-                    created_at=version.created_at,
-                    rows_written=version.rows_written,
-                    total_rows=version.total_rows,
-                    bytes=version.bytes,
-                    content_hash=version.content_hash,
-                    schema=dict(version.schema),
-                    cache_key=version.cache_key,
-                    code_hash=version.code_hash,
-                )
-            )
+            c.execute(dataset_versions.insert().values(_to_row(version)))
 
     def latest_version(self, dataset: str) -> DatasetVersion | None:
         """The newest recorded version of a dataset."""
@@ -521,56 +444,50 @@ def _reason(exc: sa.exc.SQLAlchemyError) -> str:
     return redact(text[0] if text else type(exc).__name__)
 
 
+def _to_row(record: Any, **extra: Any) -> dict[str, Any]:
+    """A record dataclass as a table row: enums by value, partition '' for none, JSON-ready."""
+    row: dict[str, Any] = {}
+    for item in dataclasses.fields(record):
+        value = getattr(record, item.name)
+        if item.name == "partition":
+            value = _blank(value)
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        elif isinstance(value, Mapping):
+            value = {k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}
+        elif isinstance(value, tuple | list):
+            value = [dict(v) if isinstance(v, Mapping) else v for v in value]
+        row[item.name] = value
+    return {**row, **extra}
+
+
+R = TypeVar("R")
+
+
+def _from_row(cls: type[R], row: sa.RowMapping, **extra: Any) -> R:
+    """The record dataclass ``cls`` from a table row (columns it lacks are ignored)."""
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if item.name not in row:
+            continue
+        value = row[item.name]
+        if item.name == "partition":
+            value = _none(value)
+        elif item.name == "status":
+            value = (RunStatus if cls is RunRecord else NodeStatus)(value)
+        elif value is None and item.name in ("contract_schema", "approved_changes"):
+            continue  # older rows: keep the dataclass default
+        values[item.name] = value
+    return cls(**values, **extra)
+
+
 def _run_record(row: sa.RowMapping, nodes: tuple[NodeRunRecord, ...]) -> RunRecord:
-    return RunRecord(
-        run_id=row["run_id"],
-        pipeline=row["pipeline"],
-        status=RunStatus(row["status"]),
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        params=row["params"],
-        config=row["config"],
-        code_hash=row["code_hash"],
-        error=row["error"],
-        nodes=nodes,
-    )
+    return _from_row(RunRecord, row, nodes=nodes)
 
 
 def _node_record(row: sa.RowMapping) -> NodeRunRecord:
-    return NodeRunRecord(
-        run_id=row["run_id"],
-        node=row["node"],
-        partition=_none(row["partition"]),
-        status=NodeStatus(row["status"]),
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        attempts=row["attempts"],
-        rows_in=row["rows_in"],
-        rows_out=row["rows_out"],
-        bytes_out=row["bytes_out"],
-        cache_hit=row["cache_hit"],
-        cache_reason=row["cache_reason"],
-        cache_key=row["cache_key"],
-        code_hash=row["code_hash"],
-        output_dataset=row["output_dataset"],
-        output_version=row["output_version"],
-        error=row["error"],
-    )
+    return _from_row(NodeRunRecord, row)
 
 
 def _version_record(row: sa.RowMapping) -> DatasetVersion:
-    return DatasetVersion(
-        dataset=row["dataset"],
-        version=row["version"],
-        run_id=row["run_id"],
-        node=row["node"],
-        created_at=row["created_at"],
-        partition=_none(row["partition"]),
-        rows_written=row["rows_written"],
-        total_rows=row["total_rows"],
-        bytes=row["bytes"],
-        content_hash=row["content_hash"],
-        schema=row["schema"],
-        cache_key=row["cache_key"],
-        code_hash=row["code_hash"],
-    )
+    return _from_row(DatasetVersion, row)
