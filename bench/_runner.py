@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import time
 from collections.abc import Collection
+from pathlib import Path
+from typing import Any
 
 
 def error_summary(stderr: str, *, causes: int = 4, tail: int = 10) -> str:
@@ -35,3 +41,39 @@ def parse_peer_repeats(text: str, known: Collection[str]) -> dict[str, int]:
 def fmt(value: float | None, spec: str = ".2f") -> str:
     """A number for a table cell; '-' when missing."""
     return "-" if value is None else format(value, spec)
+
+
+def run_child(
+    cmd: list[str], *, log: Path, timeout: float, cwd: Path | None = None
+) -> dict[str, Any]:
+    """Run a benchmark child (another venv's interpreter); its last stdout line is JSON.
+
+    Returns that record plus ``subprocess_wall_seconds``, or ``{"error": ...}`` with a summary
+    of the child's traceback; the child's full stderr is written to ``log``.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(
+            cmd, check=False, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f}s", "cmd": " ".join(cmd)}
+    wall = time.monotonic() - started
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(proc.stderr)
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    record: dict[str, Any] | None = None
+    if lines:
+        try:
+            record = json.loads(lines[-1])
+        except json.JSONDecodeError:
+            record = None
+    if proc.returncode != 0 or record is None:
+        return {
+            "error": f"exit {proc.returncode}; {error_summary(proc.stderr)}",
+            "cmd": " ".join(cmd),
+            "log": str(log),
+        }
+    record["subprocess_wall_seconds"] = round(wall, 2)
+    return record

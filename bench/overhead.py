@@ -43,7 +43,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +52,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _runner import error_summary, parse_peer_repeats
+from _runner import parse_peer_repeats, run_child
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -210,34 +209,10 @@ def run_peer(peer: str, n: int, shape: str, repeats: int, timeout: float) -> dic
         "--repeats",
         str(repeats),
     ]
-    env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
-    t0 = time.monotonic()
-    try:
-        proc = subprocess.run(
-            cmd, check=False, capture_output=True, text=True, timeout=timeout, env=env
-        )
-    except subprocess.TimeoutExpired:
-        return {**base, "error": f"timed out after {timeout:.0f}s", "cmd": " ".join(cmd)}
-    wall = time.monotonic() - t0
-    log = LOGS / f"{peer}-{shape}-{n}.log"  # full stderr, for post-mortems (gitignored)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(proc.stderr)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    rec: dict[str, Any] | None = None
-    if lines:
-        try:
-            rec = json.loads(lines[-1])
-        except json.JSONDecodeError:
-            rec = None
-    if proc.returncode != 0 or rec is None:
-        return {
-            **base,
-            "error": f"exit {proc.returncode}; {error_summary(proc.stderr)}",
-            "cmd": " ".join(cmd),
-            "log": str(log.relative_to(ROOT)),
-        }
+    rec = run_child(cmd, log=LOGS / f"{peer}-{shape}-{n}.log", timeout=timeout)
+    if "error" in rec:
+        return {**base, **rec}
     rec.setdefault("variant", "")
-    rec["subprocess_wall_seconds"] = round(wall, 1)
     return rec
 
 

@@ -68,7 +68,7 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 import validation_spec as spec  # noqa: E402
-from _runner import error_summary, fmt, parse_peer_repeats  # noqa: E402
+from _runner import error_summary, fmt, parse_peer_repeats, run_child  # noqa: E402
 
 ALL_PEERS = ("pandera", "gx")
 TOOLS = ("floor", "headrace", *ALL_PEERS)
@@ -132,33 +132,7 @@ def run_side(tool: str, data: Path, timeout: float) -> dict[str, Any]:
             "skipped": f"no venv at {py.parent.parent}; run: python bench/peers/setup.py {tool}"
         }
     cmd = [str(py), str(SCRIPTS[tool]), "--data", str(data), "--repeats", "1"]
-    env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
-    started = time.monotonic()
-    try:
-        proc = subprocess.run(
-            cmd, check=False, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f}s", "cmd": " ".join(cmd)}
-    wall = time.monotonic() - started
-    log = LOGS / f"validation-{tool}.log"  # the last run's stderr, for post-mortems
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(proc.stderr)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    record: dict[str, Any] | None = None
-    if lines:
-        try:
-            record = json.loads(lines[-1])
-        except json.JSONDecodeError:
-            record = None
-    if proc.returncode != 0 or record is None:
-        return {
-            "error": f"exit {proc.returncode}; {error_summary(proc.stderr)}",
-            "cmd": " ".join(cmd),
-            "log": str(log.relative_to(ROOT)),
-        }
-    record["subprocess_wall_seconds"] = round(wall, 2)
-    return record
+    return run_child(cmd, log=LOGS / f"validation-{tool}.log", timeout=timeout, cwd=ROOT)
 
 
 def headrace_available() -> str | None:
