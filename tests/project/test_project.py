@@ -118,3 +118,24 @@ def test_secrets_never_reach_run_records_or_errors(project: hr.Project) -> None:
     assert "tok-123" not in text
     assert stored.config == {"db_url": "postgresql://app:***@db/x", "api_token": "***"}
     assert "postgresql://app:***@db/x" in (stored.nodes[0].error or "")
+
+
+def test_schema_changes_between_dataset_versions_are_classified(project: hr.Project) -> None:
+    pipeline = hr.Pipeline("evolving")
+    frames = iter(
+        [
+            pl.DataFrame({"id": [1], "n": pl.Series([1], dtype=pl.Int32), "gone": ["x"]}),
+            pl.DataFrame({"id": [1], "n": pl.Series([1], dtype=pl.Int64), "new": [2.0]}),
+        ]
+    )
+    pipeline.source(lambda: next(frames), name="data")
+    project.run(pipeline).raise_for_status()
+    assert project.schema_changes("data") == []
+    project.run(pipeline).raise_for_status()
+    changes = {(c.column, c.kind, c.breaking) for c in project.schema_changes("data")}
+    assert changes == {
+        ("n", "type widened", False),
+        ("gone", "dropped", True),
+        ("new", "added", False),
+    }
+    assert project.schema_changes("data", version=0) == []

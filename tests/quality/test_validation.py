@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 
 import headrace as hr
+from headrace.core.contract_yaml import contract_from_yaml, contract_to_yaml
 from headrace.errors import ContractError, QualityGateError
 
 
@@ -247,3 +248,23 @@ def test_references_accept_only_keys_of_another_dataset() -> None:
     )
     with pytest.raises(ContractError, match="dataset 'airlines' has no column 'code'"):
         hr.validate(flights, other_column, lookups={"airlines": airlines})
+
+
+def test_a_primary_key_is_non_null_and_unique_as_a_whole() -> None:
+    contract = hr.Contract(
+        "legs",
+        fields=[hr.Field("flight", "Int64"), hr.Field("leg", "Int64"), hr.Field("km", "Float64")],
+        primary_key=["flight", "leg"],
+    )
+    frame = pl.DataFrame(
+        {"flight": [1, 1, 1, 2, None], "leg": [1, 2, 2, 1, 1], "km": [1.0, 2.0, 3.0, 4.0, 5.0]}
+    )
+    result = hr.validate(frame, contract)
+    assert result.valid["km"].to_list() == [1.0, 4.0]
+    quarantined = result.quarantined
+    rules = dict(zip(quarantined["km"].to_list(), quarantined["_hr_rules"].to_list(), strict=True))
+    assert rules == {2.0: ["primary_key"], 3.0: ["primary_key"], 5.0: ["flight.not_null"]}
+    with pytest.raises(hr.errors.ContractError, match=r"primary key column\(s\) \['nope'\]"):
+        hr.Contract("x", fields=[hr.Field("a")], primary_key=["nope"])
+    assert "primary_key:" in contract_to_yaml(contract)
+    assert contract_from_yaml(contract_to_yaml(contract)).primary_key == ("flight", "leg")

@@ -257,6 +257,8 @@ def datasets_show(
         f"dataset {name} version {record.version}: {record.total_rows:,} rows, "
         f"written by run {record.run_id} at {record.created_at:%Y-%m-%d %H:%M:%S} UTC"
     )
+    if record.position is not None:
+        _out.print(f"source read up to: {views.position_text(record.position)}")
     _out.print(views.schema_table(dict(record.schema)))
     views.frame_preview(_out, preview, title=f"first {preview.height} rows")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from headrace.core.records import DatasetVersion, NodeRunRecord, NodeStatus, RunRecord
+from headrace.core.schema_change import classify, dataset_schema
 from headrace.engines.batch.plan import Task
 
 __all__ = [
@@ -160,12 +161,15 @@ def dataset_table(versions: Iterable[DatasetVersion]) -> Table:
     return table
 
 
-def history_table(name: str, versions: Iterable[DatasetVersion]) -> Table:
-    """Every version of one dataset."""
+def history_table(name: str, versions: Sequence[DatasetVersion]) -> Table:
+    """Every version of one dataset (newest first), with its schema changes."""
     table = Table(title=f"history of {name}")
-    for column in ("version", "partition", "rows written", "rows", "written (UTC)", "run", "hash"):
+    columns = ("version", "partition", "rows written", "rows", "written (UTC)", "run", "hash")
+    for column in (*columns, "schema changes"):
         table.add_column(column, justify="right" if column.startswith("rows") else "left")
-    for v in versions:
+    for i, v in enumerate(versions):
+        older = versions[i + 1] if i + 1 < len(versions) else None
+        changes = classify(dataset_schema(older.schema), dataset_schema(v.schema)) if older else []
         table.add_row(
             str(v.version),
             v.partition or "(all)",
@@ -174,8 +178,24 @@ def history_table(name: str, versions: Iterable[DatasetVersion]) -> Table:
             _when(v.created_at),
             v.run_id,
             v.content_hash[:12],
+            "; ".join(str(c) for c in changes),
         )
     return table
+
+
+def position_text(position: Mapping[str, Any]) -> str:
+    """How far an ingest node's source was read, in words.
+
+    >>> position_text({"cursor": {"type": "int", "value": 42}})
+    'cursor 42'
+    >>> position_text({"files": {"a.csv": {}, "b.csv": {}}})
+    '2 file(s), last b.csv'
+    """
+    if "cursor" in position:
+        cursor = position["cursor"]
+        return "cursor " + ("(empty)" if cursor is None else str(cursor.get("value")))
+    files = sorted(position.get("files", {}))
+    return f"{len(files)} file(s)" + (f", last {files[-1]}" if files else "")
 
 
 def schema_table(schema: dict[str, str]) -> Table:

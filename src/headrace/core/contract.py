@@ -167,11 +167,21 @@ class Contract:
     owner: str = ""
     version: str = "1"
     allow_extra_columns: bool = True
+    primary_key: Sequence[str] = ()
+    """Key column(s): each must be non-null and the key unique (rule ``primary_key``)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fields", tuple(self.fields))
         object.__setattr__(self, "checks", tuple(self.checks))
+        object.__setattr__(self, "primary_key", tuple(self.primary_key))
         names = [f.name for f in self.fields]
+        unknown = [c for c in self.primary_key if c not in names]
+        if unknown:
+            msg = (
+                f"contract {self.name!r}: primary key column(s) {unknown} are not fields; "
+                "declare them under fields"
+            )
+            raise ContractError(msg)
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             msg = f"contract {self.name!r} declares field(s) {duplicated} twice"
@@ -197,6 +207,16 @@ class Contract:
         msg = f"contract {self.name!r} has no field {name!r}"
         raise ContractError(msg)
 
+    def coercing(self) -> Contract:
+        """A copy with every typed field coerced (for sources that deliver text, like CSV)."""
+        return replace(
+            self,
+            fields=tuple(
+                replace(f, coerce=True) if f.dtype is not None and not f.coerce else f
+                for f in self.fields
+            ),
+        )
+
     def row_checks(self) -> list[Check]:
         """Every row-level check, the implicit ones (not-null, unique, type) first per field."""
         return [c for c in self.all_checks() if c.level is Level.ROW]
@@ -209,13 +229,15 @@ class Contract:
         """Field checks (implicit ones included) then contract-wide checks."""
         out: list[Check] = []
         for f in self.fields:
-            if not f.nullable:
+            if not f.nullable or f.name in self.primary_key:
                 out.append(Check("not_null", columns=(f.name,), nulls="fail"))
             if f.coerce and f.dtype is not None:
                 out.append(Check("type", {"dtype": f.dtype}, columns=(f.name,)))
             if f.unique:
                 out.append(Check("unique", columns=(f.name,)))
             out.extend(c if c.columns else c.on(f.name) for c in f.checks)
+        if self.primary_key:
+            out.append(Check("unique", columns=tuple(self.primary_key), name="primary_key"))
         out.extend(self.checks)
         return out
 

@@ -69,6 +69,7 @@ def contract_from_yaml(text: str, *, source: str = "contract") -> Contract:
         owner=str(data.get("owner", "")),
         version=str(data.get("version", "1")),
         allow_extra_columns=bool(data.get("allow_extra_columns", True)),
+        primary_key=[str(c) for c in data.get("primary_key") or []],
     )
 
 
@@ -177,6 +178,8 @@ def contract_to_yaml(contract: Contract) -> str:
         if getattr(contract, key):
             data[key] = getattr(contract, key)
     data["fields"] = fields
+    if contract.primary_key:
+        data["primary_key"] = list(contract.primary_key)
     if contract.checks:
         data["checks"] = [_check_entry(c, keep_columns=True) for c in contract.checks]
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -48,6 +48,8 @@ class Graph:
                         f"pass config={{{binding.source!r}: ...}} to the run"
                     )
                     raise MissingConfigError(msg)
+            if node.source is not None:
+                node.source.resolved(config, node=node.name)  # every {key} must be set
         order = _topological_order(pipeline, nodes)
         return cls(pipeline, tuple(by_name[name] for name in order), dict(config))
 

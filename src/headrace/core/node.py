@@ -27,6 +27,7 @@ from typing import Any
 
 from headrace.core.contract import Contract
 from headrace.core.partitions import PartitionScheme
+from headrace.core.source import SourceSpec
 
 __all__ = ["Binding", "BindingKind", "Node", "NodeKind", "RetryPolicy"]
 
@@ -111,6 +112,8 @@ class Node:
     """False: run every time even when code, config and inputs are unchanged (sources default
     to False, since what they read can change outside headrace; their output is still compared
     by content, so an unchanged read does not re-run anything downstream)."""
+    source: SourceSpec | None = None
+    """An ingest node's declared source (files or a database), read by a connector."""
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -123,8 +126,11 @@ class Node:
 
     @property
     def config_keys(self) -> tuple[str, ...]:
-        """Config keys the node reads."""
-        return tuple(b.source for b in self.bindings if b.kind is BindingKind.CONFIG)
+        """Config keys the node reads (for an ingest node, those its source names)."""
+        keys = [b.source for b in self.bindings if b.kind is BindingKind.CONFIG]
+        if self.source is not None:
+            keys.extend(self.source.config_keys())
+        return tuple(dict.fromkeys(keys))
 
     @property
     def persisted(self) -> bool:
@@ -143,6 +149,8 @@ class Node:
             digest.update(b"version:" + self.version.encode())
         elif self.sql is not None:
             digest.update(b"sql:" + " ".join(self.sql.split()).encode())
+        elif self.source is not None:
+            digest.update(b"source:" + repr(self.source).encode())
         elif self.fn is not None:
             digest.update(b"py:" + _function_source(self.fn).encode())
         if self.contract is not None:

@@ -37,6 +37,7 @@ from headrace.core.node import (
     RetryPolicy,
 )
 from headrace.core.partitions import PartitionScheme
+from headrace.core.source import SourceSpec
 from headrace.errors import DuplicateNodeError, PipelineError
 
 __all__ = ["Pipeline"]
@@ -158,6 +159,57 @@ class Pipeline:
                 version=version,
                 contract=contract,
                 gate=gate,
+            )
+        )
+
+    def ingest(
+        self,
+        name: str,
+        source: SourceSpec,
+        *,
+        contract: Contract | None = None,
+        gate: float | None = 0.9,
+        retries: int = 0,
+        retry_delay: float = 0.5,
+        timeout: float | None = None,
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Declare a source node that a connector reads: files or a database table/query.
+
+        With a ``contract``, typed fields are coerced from what the source delivers (text in a
+        CSV), and records that do not parse or fail a check go to ``<name>__quarantine`` with
+        their position (file and line, or table). An incremental source (new files only, or
+        a cursor column) appends what is new to the dataset at each run; the read position is
+        committed in the same Delta commit as the rows, so a crash can neither skip nor
+        duplicate anything.
+
+        Example:
+            >>> import headrace as hr
+            >>> p = hr.Pipeline("ingest_demo")
+            >>> p.ingest("trips", hr.files("data/trips/*.csv", incremental=True))
+            >>> p.nodes["trips"].source.describe()
+            'files data/trips/*.csv (new files only)'
+
+        """
+        _check_name(name, what="node")
+        _check_source(name, source)
+        if contract is not None:
+            contract = contract.coercing()
+        self._add(
+            Node(
+                name=name,
+                kind=NodeKind.SOURCE,
+                fn=None,
+                bindings=(),
+                retry=RetryPolicy(retries=retries, delay=retry_delay),
+                timeout=timeout,
+                description=description or source.describe(),
+                tags=dict(tags or {}),
+                contract=contract,
+                gate=gate,
+                cache=False,
+                source=source,
             )
         )
 
@@ -316,6 +368,15 @@ def _sql_tables(node: str, query: str) -> list[str]:
     except duckdb.Error as exc:
         msg = f"SQL of node {node!r} does not parse: {exc}"
         raise PipelineError(msg) from exc
+
+
+def _check_source(name: str, source: object) -> None:
+    if not isinstance(source, SourceSpec):
+        msg = (
+            f"ingest node {name!r}: source must be hr.files(...) or hr.sql(...), "
+            f"not {type(source).__name__}"
+        )
+        raise PipelineError(msg)
 
 
 def _check_name(name: str, *, what: str) -> None:

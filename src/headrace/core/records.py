@@ -142,6 +142,9 @@ class DatasetVersion:
     schema: Mapping[str, str]
     cache_key: str = ""
     code_hash: str = ""
+    position: Mapping[str, Any] | None = None
+    """For an ingest node: how far its source has been read (files seen, cursor high-water
+    mark), as committed with this version."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

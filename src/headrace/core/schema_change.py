@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from headrace.core.contract import Contract
 
-__all__ = ["SchemaChange", "classify", "contract_schema"]
+__all__ = ["SchemaChange", "classify", "contract_schema", "dataset_schema"]
 
 Schema = Mapping[str, tuple[str | None, bool]]
 
@@ -54,6 +54,24 @@ class SchemaChange:
 def contract_schema(contract: Contract) -> dict[str, tuple[str | None, bool]]:
     """A contract's fields as column -> (type name, nullable)."""
     return {f.name: (f.dtype, f.nullable) for f in contract.fields}
+
+
+def dataset_schema(schema: Mapping[str, str]) -> dict[str, tuple[str | None, bool]]:
+    """A recorded dataset schema (column -> Polars dtype text) as column -> (type, nullable).
+
+    Datasets record no nullability, so every column counts as nullable; zoned and naive
+    timestamps get the contract names ``Datetime[UTC]`` and ``Datetime``.
+
+    >>> dataset_schema({"at": "Datetime(time_unit='us', time_zone='UTC')", "n": "Int64"})
+    {'at': ('Datetime[UTC]', True), 'n': ('Int64', True)}
+    """
+    out: dict[str, tuple[str | None, bool]] = {}
+    for column, text in schema.items():
+        name = text
+        if text.startswith("Datetime("):
+            name = "Datetime" if "time_zone=None" in text else "Datetime[UTC]"
+        out[column] = (name, True)
+    return out
 
 
 def classify(old: Schema, new: Schema) -> list[SchemaChange]:

@@ -26,10 +26,13 @@ from typing import Any
 
 import polars as pl
 
+from headrace.core.contract_yaml import contract_from_yaml
 from headrace.core.graph import Graph
 from headrace.core.pipeline import Pipeline
 from headrace.core.records import DatasetVersion, QualityRecord, RunRecord
 from headrace.core.redaction import redact
+from headrace.core.schema_change import SchemaChange, classify, dataset_schema
+from headrace.core.source import source_from_mapping
 from headrace.engines.batch.executor import Executor, LocalExecutor
 from headrace.engines.batch.run import BatchRun, RunResult
 from headrace.engines.batch.task import TaskObserver
@@ -41,7 +44,7 @@ from headrace.errors import (
     UnknownNodeError,
 )
 from headrace.project.settings import SETTINGS_FILE, Settings, load_settings
-from headrace.quality.validation import validate
+from headrace.quality.validation import DEFAULT_GATE, validate
 from headrace.storage.datasets import DatasetStore
 from headrace.storage.metadata import MetadataStore
 
@@ -138,7 +141,40 @@ class Project:
                         msg = f"two pipelines are named {value.name!r}; rename one"
                         raise PipelineError(msg)
                     found[value.name] = value
+        self._add_declared_sources(found)
         return found
+
+    def _add_declared_sources(self, pipelines: dict[str, Pipeline]) -> None:
+        """Add the ``[sources.NAME]`` of headrace.toml as ingest nodes of their pipeline."""
+        for name, values in self.settings.sources.items():
+            where = f"[sources.{name}] in {self.root / SETTINGS_FILE}"
+            target = values.get("pipeline")
+            if target is None and len(pipelines) == 1:
+                target = next(iter(pipelines))
+            if target not in pipelines:
+                known = ", ".join(sorted(pipelines)) or "none"
+                msg = f"{where}: set pipeline = one of {known}"
+                raise ConfigError(msg)
+            pipeline = pipelines[str(target)]
+            if name in pipeline.nodes:
+                if pipeline.nodes[name].source is not None:
+                    continue  # added by an earlier load of the same settings
+                msg = f"{where}: pipeline {target!r} already defines a node {name!r}"
+                raise ConfigError(msg)
+            contract = None
+            if values.get("contract"):
+                path = self.root / str(values["contract"])
+                if not path.exists():
+                    msg = f"{where}: contract file {path} does not exist"
+                    raise ConfigError(msg)
+                contract = contract_from_yaml(path.read_text(encoding="utf-8"), source=str(path))
+            pipeline.ingest(
+                name,
+                source_from_mapping(name, values),
+                contract=contract,
+                gate=values.get("gate", DEFAULT_GATE),
+                description=str(values.get("description", "")),
+            )
 
     def pipeline(self, name: str | None = None) -> Pipeline:
         """A pipeline by name; without a name, the only one."""
@@ -222,6 +258,7 @@ class Project:
             trigger=trigger,
             validator=validate,
             approve_breaking=frozenset(approve_breaking),
+            base_dir=self.root,
         )
         run.plan()  # plan-time errors (partitions) surface before anything runs
         return run
@@ -269,6 +306,18 @@ class Project:
         known = ", ".join(str(v.version) for v in history)
         msg = f"dataset {name!r} has no version {version} (it has: {known})"
         raise DatasetNotFoundError(msg)
+
+    def schema_changes(self, name: str, version: int | None = None) -> list[SchemaChange]:
+        """How ``version`` (default: newest) of a dataset changed the schema of the one before.
+
+        Each change is classified as compatible or breaking (see
+        :mod:`headrace.core.schema_change`); the first version has no changes.
+        """
+        current = self.dataset_version(name, version)
+        older = [v for v in self.dataset_history(name) if v.version < current.version]
+        if not older:
+            return []
+        return classify(dataset_schema(older[0].schema), dataset_schema(current.schema))
 
     def quality(self, *, run_id: str | None = None, node: str | None = None) -> list[QualityRecord]:
         """Quality results of validated node outputs, newest first."""

@@ -19,6 +19,13 @@
     [config]                         # values handed to nodes' config parameters
     data_dir = "data"
 
+    [sources.weather_raw]            # an ingest node, added to the project's pipeline
+    type = "sql"                     # or "files" (path = "data/*.csv", incremental = true)
+    dsn = "${WEATHER_DSN}"           # ${VAR}: from the environment, never written here
+    table = "weather"
+    cursor = "time_hour"             # optional: read only rows newer than the last run's
+    contract = "contracts/weather.yaml"  # optional: validate, quarantine bad rows
+
 An environment variable overrides one key: ``HEADRACE_METADATA_URL``,
 ``HEADRACE_EXECUTOR_MAX_WORKERS``, ``HEADRACE_CONFIG_DATA_DIR`` (section, then key).
 """
@@ -88,6 +95,8 @@ class Settings(_Section):
     metadata: MetadataSettings = Field(default_factory=MetadataSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     config: dict[str, Any] = Field(default_factory=dict)
+    sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """``[sources.NAME]`` tables: ingest nodes declared in the settings file."""
 
 
 _SECTIONS = ("project", "storage", "metadata", "executor", "config")

@@ -27,6 +27,7 @@ import polars as pl
 
 from headrace.core.contract import Check, Contract, Level, Severity
 from headrace.errors import ContractError, QualityGateError
+from headrace.quality.coercion import coerced
 
 __all__ = ["DEFAULT_GATE", "REASONS", "ValidationResult", "validate"]
 
@@ -136,7 +137,7 @@ def validate(
     try:
         raw = data.collect() if isinstance(data, pl.LazyFrame) else data
         typed = raw.with_columns(
-            [pl.col(name).cast(dtype, strict=False) for name, dtype in casts.items()]
+            [coerced(name, schema[name], dtype).alias(name) for name, dtype in casts.items()]
         )
         masks = pl.concat(
             [raw.select(type_masks), typed.select(other_masks)], how="horizontal"
@@ -242,7 +243,9 @@ def _check_columns(contract: Contract, schema: pl.Schema) -> None:
             )
             raise ContractError(msg)
     if not contract.allow_extra_columns:
-        extra = [c for c in known if c not in {f.name for f in contract.fields}]
+        names = {f.name for f in contract.fields}
+        # _hr_* columns are headrace's own (source positions), not the data's.
+        extra = [c for c in known if c not in names and not c.startswith("_hr_")]
         if extra:
             msg = f"contract {contract.name!r} allows no extra columns, but the data has {extra}"
             raise ContractError(msg)
@@ -330,7 +333,7 @@ def _row_ok(
         assert check.column is not None
         dtype = contract.field(check.column).polars_dtype
         assert dtype is not None
-        return col.is_null() | col.cast(dtype, strict=False).is_not_null()
+        return col.is_null() | coerced(check.column, schema[check.column], dtype).is_not_null()
     if check.kind == "expression":
         expr: pl.Expr = p["expr"]
         return expr.fill_null(check.nulls == "pass")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction, create_table_with_add_actions
@@ -129,24 +129,37 @@ class DatasetStore:
         *,
         commit_metadata: Mapping[str, str],
         partition: tuple[PartitionScheme, str] | None = None,
+        append: bool = False,
+        transaction: tuple[str, int] | None = None,
     ) -> WriteResult:
         """Commit ``frame`` as the next version of ``name``, atomically.
 
         Without ``partition`` the new version replaces the whole dataset (schema changes
         allowed). With ``(scheme, key)`` it replaces only that partition's rows; every row of
-        ``frame`` must belong to the partition.
+        ``frame`` must belong to the partition. With ``append=True`` the rows are added to the
+        dataset (cast to its schema; a new column or a lossy cast is refused).
+
+        ``transaction=(app_id, n)`` records that the commit is step ``n`` of writer
+        ``app_id`` (a Delta Lake application transaction): readers of
+        :meth:`transaction_version` learn, from the table itself, how far the writer got.
         """
         try:
             frame = _storable(frame)
         except DatasetError as exc:
             msg = f"writing dataset {name!r} failed: {exc}"
             raise DatasetError(msg) from None
-        properties = CommitProperties(custom_metadata=dict(commit_metadata))
+        properties = CommitProperties(
+            custom_metadata=dict(commit_metadata),
+            app_transactions=[Transaction(*transaction)] if transaction else None,
+        )
         path = self.path(name)
         with self._locks[name]:
-            whole = partition is None or not self.exists(name)
+            whole = (partition is None and not append) or not self.exists(name)
             try:
-                if whole:
+                if append and not whole:
+                    frame = _aligned(name, frame, DeltaTable(path).schema().to_arrow())
+                    _add_file(path, frame, properties, mode="append")
+                elif whole:
                     _replace_table(path, frame, properties)
                 else:
                     assert partition is not None
@@ -231,6 +244,18 @@ class DatasetStore:
             return False
         return True
 
+    def transaction_version(self, name: str, app_id: str) -> int | None:
+        """The last step that writer ``app_id`` committed to ``name`` (None: none yet)."""
+        if not self.exists(name):
+            return None
+        found = DeltaTable(self.path(name)).transaction_version(app_id)
+        return None if found is None else int(found)
+
+    def latest_commit_metadata(self, name: str) -> dict[str, str]:
+        """The headrace commit metadata of the newest version ({} when there is none)."""
+        version = self.current_version(name)
+        return {} if version is None else self.commit_metadata(name, version)
+
     def commit_metadata(self, name: str, version: int) -> dict[str, str]:
         """The custom commit metadata stored with one version."""
         for entry in DeltaTable(self.path(name)).history():
@@ -249,6 +274,38 @@ def _replace_table(path: Path, frame: pl.DataFrame, properties: CommitProperties
     min/max (a whole-table write is one file, so there is nothing to skip, and wrong bounds
     would be worse than none).
     """
+    _add_file(path, frame, properties, mode="overwrite")
+
+
+def _aligned(name: str, frame: pl.DataFrame, table_schema: Any) -> pl.DataFrame:
+    """``frame`` in the column order and types of the table (for an append)."""
+    target = pl.DataFrame(table_schema.empty_table()).schema
+    extra = [c for c in frame.columns if c not in target]
+    if extra:
+        msg = (
+            f"appending to dataset {name!r}: new column(s) {extra} that the dataset does not "
+            "have; declare them in the node's contract, or rebuild it with --full-refresh"
+        )
+        raise DatasetError(msg)
+    columns = []
+    for column, dtype in target.items():
+        if column not in frame.columns:
+            columns.append(pl.lit(None, dtype=dtype).alias(column))
+        else:
+            columns.append(pl.col(column).cast(dtype, strict=True))
+    try:
+        return frame.select(columns)
+    except pl.exceptions.PolarsError as exc:
+        msg = (
+            f"appending to dataset {name!r}: the new rows do not fit its column types "
+            f"({str(exc).splitlines()[0]}); declare the types in a contract, or rebuild it "
+            "with --full-refresh"
+        )
+        raise DatasetError(msg) from None
+
+
+def _add_file(path: Path, frame: pl.DataFrame, properties: CommitProperties, *, mode: str) -> None:
+    """Write ``frame`` as one Parquet file and commit it (``overwrite`` or ``append``)."""
     path.mkdir(parents=True, exist_ok=True)
     file_name = f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
     frame.write_parquet(path / file_name, compression="zstd")
@@ -272,7 +329,7 @@ def _replace_table(path: Path, frame: pl.DataFrame, properties: CommitProperties
     schema = DeltaSchema.from_arrow(frame.head(0).to_arrow().schema)
     if any((path / "_delta_log").glob("[0-9]*.json")):
         DeltaTable(path).create_write_transaction(
-            [add], mode="overwrite", schema=schema, commit_properties=properties
+            [add], mode=mode, schema=schema, commit_properties=properties
         )
     else:
         create_table_with_add_actions(

@@ -453,7 +453,7 @@ def _to_row(record: Any, **extra: Any) -> dict[str, Any]:
             value = _blank(value)
         elif isinstance(value, enum.Enum):
             value = value.value
-        elif isinstance(value, Mapping):
+        elif isinstance(value, Mapping) and item.name != "position":
             value = {k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}
         elif isinstance(value, tuple | list):
             value = [dict(v) if isinstance(v, Mapping) else v for v in value]

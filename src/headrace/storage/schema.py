@@ -90,6 +90,7 @@ dataset_versions = sa.Table(
     sa.Column("schema", sa.JSON(), nullable=False),
     sa.Column("cache_key", sa.String(64), nullable=False),
     sa.Column("code_hash", sa.String(64), nullable=False),
+    sa.Column("position", sa.JSON()),
 )
 
 quality_results = sa.Table(

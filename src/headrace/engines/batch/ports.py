@@ -71,6 +71,11 @@ class Validated(Protocol):
         """One row per check."""
         ...
 
+    @property
+    def failed_error_checks(self) -> list[str]:
+        """Rule ids of the ``error`` checks that failed."""
+        ...
+
     def gate(self, threshold: float, *, what: str = "") -> None:
         """Raise a QualityGateError when the gate is not met."""
         ...
@@ -100,8 +105,25 @@ class DatasetWriter(Protocol):
         *,
         commit_metadata: Mapping[str, str],
         partition: tuple[PartitionScheme, str] | None = None,
+        append: bool = False,
+        transaction: tuple[str, int] | None = None,
     ) -> Written:
-        """Commit ``frame`` as a new version (whole dataset, or one partition of it)."""
+        """Commit ``frame`` as a new version (whole dataset, one partition, or appended).
+
+        ``transaction=(app_id, n)`` tags the commit as step ``n`` of writer ``app_id``.
+        """
+        ...
+
+    def transaction_version(self, name: str, app_id: str) -> int | None:
+        """The last step writer ``app_id`` committed to ``name``."""
+        ...
+
+    def latest_commit_metadata(self, name: str) -> dict[str, str]:
+        """The headrace commit metadata of the newest version."""
+        ...
+
+    def current_version(self, name: str) -> int | None:
+        """The newest committed version."""
         ...
 
     def scan(

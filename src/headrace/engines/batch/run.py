@@ -8,6 +8,7 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from headrace.core.fingerprint import key_hash
@@ -127,6 +128,8 @@ class BatchRun:
     """Runs nodes' contracts (the project passes headrace.quality's Polars backend)."""
     approve_breaking: frozenset[str] = frozenset()
     """Nodes whose contract may change in a breaking way in this run (``*``: any)."""
+    base_dir: Path | None = None
+    """Where relative source paths start (the project folder; default: the working one)."""
 
     def plan(self) -> Plan:
         """The tasks this run will execute."""
@@ -166,6 +169,7 @@ class BatchRun:
             observer=self.observer,
             validator=self.validator,
             approve_breaking=self.approve_breaking,
+            base_dir=self.base_dir,
         )
         error: str | None = None
         try:

@@ -14,6 +14,7 @@ actually run.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import traceback
@@ -21,19 +22,27 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any, Protocol
 
 import polars as pl
 
+from headrace.connectors.base import POSITION_COLUMNS
 from headrace.core.context import NodeContext
 from headrace.core.fingerprint import content_hash, key_hash
 from headrace.core.node import Binding, BindingKind, Node, NodeKind
 from headrace.core.records import DatasetVersion, NodeRunRecord, NodeStatus, QualityRecord
 from headrace.core.redaction import redact
 from headrace.core.schema_change import classify, contract_schema
+from headrace.engines.batch.ingest import Ingested, read_new
 from headrace.engines.batch.plan import Plan, Task
 from headrace.engines.batch.ports import DatasetWriter, RunLog, Validator
-from headrace.errors import NodeExecutionError, NodeTimeoutError, SchemaChangeError
+from headrace.errors import (
+    NodeExecutionError,
+    NodeTimeoutError,
+    QualityGateError,
+    SchemaChangeError,
+)
 
 __all__ = ["Output", "TaskObserver", "TaskRunner"]
 
@@ -103,8 +112,10 @@ class TaskRunner:
         observer: TaskObserver | None = None,
         validator: Validator | None = None,
         approve_breaking: frozenset[str] = frozenset(),
+        base_dir: Path | None = None,
     ) -> None:
         self.run_id = run_id
+        self.base_dir = base_dir or Path.cwd()
         self.validator = validator
         self.approve_breaking = approve_breaking
         self.plan = plan
@@ -200,6 +211,8 @@ class TaskRunner:
                     dataset=hit.dataset,
                     version=hit.version,
                 )
+        if node.source is not None:
+            return self._run_ingest(task, started, cache_key, code_hash, reason)
         try:
             attempted = self._attempt(task, {k: load() for k, load in inputs.items()}, config)
         except _AttemptsFailed as failed:
@@ -261,6 +274,292 @@ class TaskRunner:
             dataset=output.dataset,
             version=output.version,
         )
+
+    # -- ingest nodes ----------------------------------------------------------------------------
+
+    def _run_ingest(
+        self, task: Task, started: datetime, cache_key: str, code_hash: str, reason: str
+    ) -> NodeRunRecord:
+        """Read an ingest node's source, validate, and commit rows, quarantine and position.
+
+        Incremental sources append what is new. Each read is step ``n`` of the writer
+        ``headrace:<node>`` (a Delta application transaction): the quarantine is committed
+        first, then the rows with the new position, both tagged with step ``n``. A crash
+        between the two commits is found at the next run (the quarantine is one step ahead)
+        and the same range is read again, without appending its quarantine a second time.
+        """
+        node = task.node
+        assert node.source is not None
+        name, quarantine = node.name, f"{node.name}{QUARANTINE_SUFFIX}"
+        app = f"headrace:{name}"
+        incremental = node.source.incremental
+        since: dict[str, Any] | None = None
+        until: dict[str, Any] | None = None
+        step, quarantine_done = 1, False
+        if incremental:
+            step = (self.store.transaction_version(name, app) or 0) + 1
+            if step > 1 and not self.full_refresh:
+                since = _position(self.store.latest_commit_metadata(name))
+            if self.store.transaction_version(quarantine, app) == step:
+                until = _position(self.store.latest_commit_metadata(quarantine))
+                quarantine_done = True
+        spec = node.source.resolved(self.graph.config, node=name)
+        read = partial(
+            read_new,
+            name,
+            spec,
+            self.base_dir,
+            contract=node.contract,
+            since=since,
+            until=until,
+        )
+        try:
+            attempted = self._attempt(task, {}, {}, call=lambda: (read(), None))
+        except _AttemptsFailed as failed:
+            return self._record(
+                task,
+                NodeStatus.FAILED,
+                started,
+                attempts=failed.attempts,
+                error=_describe(failed.error),
+                cache_reason=reason,
+                cache_key=cache_key,
+            )
+        got: Ingested = attempted.value
+        valid, bad, quality = self._split_ingested(task, got)
+        append = incremental and not self.full_refresh
+        extra = {"headrace.position": json.dumps(got.position)} if got.position is not None else {}
+        txn = (app, step) if incremental else None
+        nothing_new = since is not None and got.records == 0 and got.position == since
+        if bad.height and not quarantine_done:
+            quality["quarantine"] = self._commit(
+                task,
+                bad,
+                (cache_key, code_hash),
+                quarantine,
+                append=append,
+                transaction=txn,
+                extra=extra,
+            )
+        elif not append and not nothing_new and self.store.exists(quarantine):
+            quality["quarantine"] = self._commit(
+                task,
+                bad,
+                (cache_key, code_hash),
+                quarantine,
+                append=False,
+                transaction=txn,
+                extra=extra,
+            )
+        # The gate is judged before the rows are committed: a failing read commits only its
+        # quarantine (to look at), and the next run reads the same range again.
+        error = self._record_ingest_quality(task, got, valid, bad, quality)
+        if error is not None:
+            output = Output(key=cache_key)
+        elif nothing_new and self.store.exists(name):
+            output = self._current_output(name)
+            reason += ", nothing new"
+        else:
+            output = self._commit(
+                task,
+                valid,
+                (cache_key, code_hash),
+                name,
+                append=append,
+                transaction=txn,
+                extra=extra,
+            )
+            reason += f", {got.records:,} record(s) from {got.parts} part(s)"
+        if bad.height:
+            reason += f", {bad.height:,} quarantined"
+        self.outputs[task.id] = output
+        return self._record(
+            task,
+            NodeStatus.FAILED if error else NodeStatus.SUCCEEDED,
+            started,
+            attempts=attempted.attempts,
+            cache_reason=reason,
+            cache_key=cache_key,
+            rows_in=got.records,
+            rows_out=valid.height,
+            bytes_out=int(valid.estimated_size()),
+            dataset=output.dataset,
+            version=output.version,
+            error=error,
+        )
+
+    def _split_ingested(
+        self, task: Task, got: Ingested
+    ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+        """Valid rows (position columns dropped) and the quarantine: rejects + failed rows."""
+        node = task.node
+        data = got.data
+        quality: dict[str, Any] = {}
+        rejects = got.rejects.with_columns(
+            pl.concat_list(pl.lit("parse") + "." + pl.col("_hr_reason")).alias("_hr_rules"),
+            pl.concat_list(pl.col("_hr_reason")).alias("_hr_reasons"),
+        ).drop("_hr_reason")
+        parts = [rejects] if rejects.height else []
+        if node.contract is not None:
+            if data.width == 0:
+                data = pl.DataFrame(
+                    schema={f.name: f.polars_dtype or pl.String() for f in node.contract.fields}
+                )
+            approved = self._check_contract_change(node)
+            assert self.validator is not None
+            outcome = self.validator(data, node.contract, lookups=self._lookups(node))
+            quality.update(outcome=outcome, approved=approved)
+            data = outcome.valid
+            if outcome.quarantined.height:
+                parts.insert(0, outcome.quarantined)
+        valid = data.drop(POSITION_COLUMNS, strict=False)
+        bad = pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
+        return valid, bad, quality
+
+    def _commit(
+        self,
+        task: Task,
+        frame: pl.DataFrame,
+        keys: tuple[str, str],
+        name: str,
+        *,
+        append: bool,
+        transaction: tuple[str, int] | None,
+        extra: Mapping[str, str],
+    ) -> Output:
+        """Commit ``frame`` to ``name`` (appended or replacing), recorded with its position.
+
+        ``keys`` is (cache key, code hash) of the task.
+        """
+        cache_key, code_hash = keys
+        if not append and transaction is None:
+            return self._persist(task, frame, cache_key, code_hash, dataset=name)[0]
+        previous = self.log.latest_write(name, None)
+        digest = content_hash(frame)
+        if append and previous is not None:
+            digest = key_hash(previous.content_hash, digest)
+        written = self.store.write(
+            name,
+            frame,
+            commit_metadata={
+                **self._commit_metadata(task, cache_key, code_hash),
+                **extra,
+            },
+            append=append,
+            transaction=transaction,
+        )
+        position = extra.get("headrace.position")
+        self.log.record_dataset_version(
+            DatasetVersion(
+                dataset=name,
+                version=written.version,
+                run_id=self.run_id,
+                node=task.node.name,
+                created_at=_now(),
+                partition=None,
+                rows_written=written.rows_written,
+                total_rows=written.total_rows,
+                bytes=written.bytes,
+                content_hash=digest,
+                schema=dict(written.schema),
+                cache_key=cache_key,
+                code_hash=code_hash,
+                position=json.loads(position) if position else None,
+            )
+        )
+        return Output(key=digest, rows=written.total_rows, dataset=name, version=written.version)
+
+    def _current_output(self, name: str) -> Output:
+        """The dataset as it stands (an incremental read found nothing new)."""
+        newest = self.log.latest_write(name, None)
+        current = self.store.current_version(name)
+        if newest is None or newest.version != current:
+            return Output(key=f"{name}@{current}", dataset=name, version=current)
+        return Output(
+            key=newest.content_hash, rows=newest.total_rows, dataset=name, version=newest.version
+        )
+
+    def _record_ingest_quality(
+        self,
+        task: Task,
+        got: Ingested,
+        valid: pl.DataFrame,
+        bad: pl.DataFrame,
+        quality: dict[str, Any],
+    ) -> str | None:
+        """Store the quality record of an ingest step; the gate's failure text, if it fails.
+
+        Records that did not parse count as failing rows: the score is the contract's score
+        times the share of records that parsed (just that share without a contract).
+        """
+        node = task.node
+        outcome = quality.get("outcome")
+        if outcome is None and not got.rejects.height:
+            return None
+        parsed = got.data.height
+        share = parsed / got.records if got.records else 1.0
+        score = (outcome.score if outcome is not None else 1.0) * share
+        failed_checks = list(outcome.failed_error_checks) if outcome is not None else []
+        threshold = node.gate if node.gate is not None else 0.0
+        problems = []
+        if score < threshold:
+            problems.append(f"quality score {score:.3f} is below the gate {threshold:g}")
+        if failed_checks:
+            problems.append(f"error checks failed: {', '.join(failed_checks)}")
+        if got.rejects.height:
+            problems.append(f"{got.rejects.height:,} record(s) did not parse")
+        q_output: Output | None = quality.get("quarantine")
+        checks = outcome.checks.to_dicts() if outcome is not None else []
+        self.log.record_quality(
+            QualityRecord(
+                run_id=self.run_id,
+                pipeline=self.graph.pipeline,
+                node=node.name,
+                partition=task.partition,
+                contract=node.contract.name if node.contract is not None else "(parse)",
+                created_at=_now(),
+                rows=got.records,
+                valid_rows=valid.height,
+                quarantined_rows=bad.height,
+                score=score,
+                gate=node.gate,
+                passed=not (score < threshold or failed_checks),
+                checks=checks,
+                quarantine_dataset=q_output.dataset if q_output else None,
+                quarantine_version=q_output.version if q_output else None,
+                contract_schema=contract_schema(node.contract) if node.contract else {},
+                approved_changes=quality.get("approved", []),
+            )
+        )
+        if score < threshold or failed_checks:
+            error = QualityGateError(
+                f"output of node {node.name!r} fails its quality gate: {'; '.join(problems)} "
+                f"(see `headrace quarantine {node.name}`)"
+            )
+            return _describe(error)
+        return None
+
+    def _lookups(self, node: Node) -> dict[str, pl.LazyFrame]:
+        """The datasets the ``references`` checks of the node's contract name."""
+        assert node.contract is not None
+        lookups = {}
+        for check in node.contract.all_checks():
+            if check.kind == "references":
+                name = check.params["dataset"]
+                newest = self.log.latest_write(name, None)
+                if newest is not None:
+                    lookups[name] = self.store.scan(name, newest.version)
+        return lookups
+
+    def _commit_metadata(self, task: Task, cache_key: str, code_hash: str) -> dict[str, str]:
+        return {
+            "headrace.run_id": self.run_id,
+            "headrace.pipeline": self.graph.pipeline,
+            "headrace.node": task.node.name,
+            "headrace.code_hash": code_hash,
+            "headrace.cache_key": cache_key,
+            "headrace.partition": task.partition or "",
+        }
 
     def _config_for(self, node: Node) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -343,7 +642,13 @@ class TaskRunner:
         )
         return output, "unchanged"
 
-    def _attempt(self, task: Task, inputs: dict[str, Any], config: dict[str, Any]) -> _Attempted:
+    def _attempt(
+        self,
+        task: Task,
+        inputs: dict[str, Any],
+        config: dict[str, Any],
+        call: Callable[[], tuple[Any, pl.DataFrame | None]] | None = None,
+    ) -> _Attempted:
         node = task.node
         policy = node.retry
         attempts = policy.retries + 1
@@ -361,7 +666,7 @@ class TaskRunner:
             )
             try:
                 value, frame = _with_timeout(
-                    node, partial(self._call, task, inputs, config, context)
+                    node, call or partial(self._call, task, inputs, config, context)
                 )
                 return _Attempted(value, frame, attempt)
             except Exception as exc:
@@ -424,14 +729,7 @@ class TaskRunner:
         written = self.store.write(
             name,
             frame,
-            commit_metadata={
-                "headrace.run_id": self.run_id,
-                "headrace.pipeline": self.graph.pipeline,
-                "headrace.node": node.name,
-                "headrace.code_hash": code_hash,
-                "headrace.cache_key": cache_key,
-                "headrace.partition": task.partition or "",
-            },
+            commit_metadata=self._commit_metadata(task, cache_key, code_hash),
             partition=partition,
         )
         self.log.record_dataset_version(
@@ -469,14 +767,7 @@ class TaskRunner:
             msg = f"node {node.name!r} has a contract, but this run has no validator"
             raise NodeExecutionError(node.name, msg)
         approved = self._check_contract_change(node)
-        lookups = {}
-        for check in node.contract.all_checks():
-            if check.kind == "references":
-                name = check.params["dataset"]
-                newest = self.log.latest_write(name, None)
-                if newest is not None:
-                    lookups[name] = self.store.scan(name, newest.version)
-        outcome = self.validator(frame, node.contract, lookups=lookups)
+        outcome = self.validator(frame, node.contract, lookups=self._lookups(node))
         quarantine_name = f"{node.name}{QUARANTINE_SUFFIX}"
         quarantine: Output | None = None
         if outcome.quarantined.height or self.store.exists(quarantine_name):
@@ -579,6 +870,11 @@ class TaskRunner:
             output_version=version,
             error=error,
         )
+
+
+def _position(metadata: Mapping[str, str]) -> dict[str, Any] | None:
+    text = metadata.get("headrace.position")
+    return None if not text else dict(json.loads(text))
 
 
 def _arguments(
