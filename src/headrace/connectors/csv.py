@@ -314,16 +314,20 @@ class _RecordReader:
     def parse(
         self, pos: int, line: int, until: int, width: int, *, mismatch: str | None = None
     ) -> _Parsed:
-        """Records that start before ``until``; the last may end after it.
+        """Records that start before ``until`` (a line start); the last may end after it.
 
         With ``mismatch`` (a detail text) every record is a ``header_mismatch`` reject.
         """
-        buffer, encoding = self._buffer, self._dialect.encoding
+        encoding = self._dialect.encoding
         delimiter, quote, nulls = self._dialect.delimiter, self._dialect.quote, self._dialect.nulls
         out = _Parsed()
-        while pos < until:
-            nxt = _line_end(buffer, pos)
-            raw = buffer[pos:nxt]
+        lines = self._buffer[pos:until].split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()
+        index = 0
+        while index < len(lines):
+            raw = lines[index]
+            nxt = pos + len(raw) + 1
             try:
                 text = raw.decode(encoding)
             except UnicodeDecodeError as exc:
@@ -332,19 +336,19 @@ class _RecordReader:
                     f"valid {encoding}"
                 )
                 out.rejects.append(self._reject(line, pos, raw, "encoding", detail))
-                pos, line = nxt, line + 1
+                index, pos, line = index + 1, nxt, line + 1
                 continue
-            body = _chomp(text)
+            body = text.removesuffix("\r")
             if not body:
-                pos, line = nxt, line + 1
+                index, pos, line = index + 1, nxt, line + 1
                 continue
             if quote is None or quote not in body:
                 fields, stop, count, record = body.split(delimiter), nxt, 1, body
             else:
-                found = self._quoted(text, nxt)
+                found = self._quoted(text + "\n", min(nxt, len(self._buffer)))
                 if isinstance(found, _Failure):
                     out.rejects.append((self._source, line, pos, body, found.reason, found.detail))
-                    pos, line = nxt, line + 1
+                    index, pos, line = index + 1, nxt, line + 1
                     continue
                 fields, stop, count, record = found
             if mismatch is not None:
@@ -355,8 +359,8 @@ class _RecordReader:
             else:
                 out.rows.append([None if value in nulls else value for value in fields])
                 out.lines.append(line)
-            pos, line = stop, line + count
-        out.pos, out.line = pos, line
+            index, pos, line = index + count, stop, line + count
+        out.pos, out.line = max(pos, until), line
         return out
 
     def header_at(self, pos: int) -> tuple[list[str], int, int]:
@@ -613,6 +617,10 @@ def _probe(region: _Region, delimiter: int, quote: int | None) -> _Probe:
     return _Probe(delimiters, newlines, quotes, quotes_well_formed=quotes % 2 == 0)
 
 
+def _newlines(data: bytes) -> int:
+    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == _NEWLINE))
+
+
 def _view(region: _Region) -> np.ndarray[Any, np.dtype[np.uint8]]:
     count = region.end - region.start
     return np.frombuffer(region.buffer, dtype=np.uint8, count=count, offset=region.start)
@@ -693,7 +701,7 @@ def _blocks(
             if schema is None:
                 schema = {name: frame.schema[name] for name in names}
             frames.append(frame)
-            pos, line = stop, line + block.count(b"\n")
+            pos, line = stop, line + _newlines(block)
             continue
         parsed = reader.parse(pos, line, stop, width)
         parsed_by_csv.append(len(frames))
@@ -781,15 +789,17 @@ def _string_frame(
     names: tuple[str, ...], rows: list[list[str | None]], lines: list[int]
 ) -> pl.DataFrame:
     schema = dict.fromkeys(names, pl.String())
-    frame = pl.DataFrame(rows, schema=schema, orient="row")
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    frame = pl.DataFrame(dict(zip(names, columns, strict=True)), schema=schema)
     return frame.with_columns(pl.Series(LINE, lines, dtype=pl.Int64))
 
 
 def _with_source(frame: pl.DataFrame, source: str) -> pl.DataFrame:
-    if LINE not in frame.columns:
-        frame = frame.with_columns(pl.lit(None, dtype=pl.Int64).alias(LINE))
+    """The user columns, then ``_hr_source`` and ``_hr_line``."""
+    lines = frame.get_column(LINE) if LINE in frame.columns else pl.Series(LINE, [], pl.Int64)
+    sources = pl.repeat(source, frame.height, dtype=pl.String, eager=True).alias(SOURCE)
     columns = [name for name in frame.columns if name not in (SOURCE, LINE)]
-    return frame.select(*columns, pl.lit(source, dtype=pl.String).alias(SOURCE), LINE)
+    return frame.select(columns).hstack([sources, lines])
 
 
 def _rejects(rows: list[Reject]) -> pl.DataFrame:

@@ -15,7 +15,7 @@ import json
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from headrace.core.fingerprint import schema_of
 from headrace.core.partitions import PartitionScheme
 from headrace.errors import DatasetError, DatasetNotFoundError, DatasetVersionNotFoundError
 
-__all__ = ["DatasetStore", "WriteResult"]
+__all__ = ["DatasetStore", "Staged", "WriteResult"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,17 @@ class WriteResult:
     total_rows: int
     bytes: int
     schema: Mapping[str, str]
+
+
+@dataclass
+class Staged:
+    """Parquet files written into a dataset's folder but not committed (invisible to readers)."""
+
+    name: str
+    actions: list[AddAction]
+    rows: int
+    schema: pl.Schema | None
+    """The common schema of the files (None while no file was written)."""
 
 
 # Delta Lake has no unsigned integers, no Null, Categorical or Enum types: widen them losslessly
@@ -157,7 +168,8 @@ class DatasetStore:
             whole = (partition is None and not append) or not self.exists(name)
             try:
                 if append and not whole:
-                    frame = _aligned(name, frame, DeltaTable(path).schema().to_arrow())
+                    table_schema = DeltaTable(path).schema().to_arrow().empty_table()
+                    frame = _aligned(name, frame, pl.DataFrame(table_schema).schema)
                     _add_file(path, frame, properties, mode="append")
                 elif whole:
                     _replace_table(path, frame, properties)
@@ -244,6 +256,94 @@ class DatasetStore:
             return False
         return True
 
+    def stage(self, name: str, frames: Iterable[pl.DataFrame]) -> Staged:
+        """Write ``frames`` one by one as Parquet files of ``name``, without committing.
+
+        Memory holds one frame at a time. The files share one schema: the dataset's, when it
+        exists, else the first frame's; a frame that does not fit is refused (DatasetError).
+        Nothing is visible until :meth:`commit_staged`; a crash leaves unreferenced files.
+        """
+        path = self.path(name)
+        target: pl.Schema | None = None
+        if self.exists(name):
+            target = pl.DataFrame(DeltaTable(path).schema().to_arrow().empty_table()).schema
+        staged = Staged(name, [], 0, target)
+        try:
+            self._stage_into(staged, frames)
+        except BaseException:
+            self.discard(staged)
+            raise
+        return staged
+
+    def _stage_into(self, staged: Staged, frames: Iterable[pl.DataFrame]) -> None:
+        name, path = staged.name, self.path(staged.name)
+        for frame in frames:
+            try:
+                storable = _storable(frame)
+            except DatasetError as exc:
+                msg = f"writing dataset {name!r} failed: {exc}"
+                raise DatasetError(msg) from None
+            if staged.schema is None:
+                staged.schema = storable.schema
+            elif storable.schema != staged.schema:
+                storable = _aligned(name, storable, staged.schema)
+            if storable.height:
+                staged.actions.append(_write_file(path, storable))
+                staged.rows += storable.height
+
+    def commit_staged(
+        self,
+        staged: Staged,
+        *,
+        commit_metadata: Mapping[str, str],
+        append: bool,
+        transaction: tuple[str, int] | None = None,
+    ) -> WriteResult:
+        """Publish staged files as one new version (appended, or replacing the dataset)."""
+        name, path = staged.name, self.path(staged.name)
+        schema = staged.schema if staged.schema is not None else pl.Schema()
+        properties = CommitProperties(
+            custom_metadata=dict(commit_metadata),
+            app_transactions=[Transaction(*transaction)] if transaction else None,
+        )
+        delta_schema = DeltaSchema.from_arrow(pl.DataFrame(schema=schema).to_arrow().schema)
+        with self._locks[name]:
+            try:
+                actions: list[Any] = list(staged.actions)
+                if self.exists(name):
+                    DeltaTable(path).create_write_transaction(
+                        actions,
+                        mode="append" if append else "overwrite",
+                        schema=delta_schema,
+                        commit_properties=properties,
+                    )
+                else:
+                    path.mkdir(parents=True, exist_ok=True)
+                    create_table_with_add_actions(
+                        str(path),
+                        delta_schema,
+                        actions,
+                        mode="overwrite",
+                        commit_properties=properties,
+                    )
+                version, total_rows, size = self._committed(path, staged.rows, whole=False)
+            except Exception as exc:
+                msg = f"writing dataset {name!r} failed: {_first_line(exc)}"
+                raise DatasetError(msg) from exc
+        return WriteResult(
+            version=version,
+            rows_written=staged.rows,
+            total_rows=total_rows,
+            bytes=size,
+            schema={column: str(dtype) for column, dtype in schema.items()},
+        )
+
+    def discard(self, staged: Staged) -> None:
+        """Delete staged files that will not be committed."""
+        for action in staged.actions:
+            (self.path(staged.name) / action.path).unlink(missing_ok=True)
+        staged.actions.clear()
+
     def transaction_version(self, name: str, app_id: str) -> int | None:
         """The last step that writer ``app_id`` committed to ``name`` (None: none yet)."""
         if not self.exists(name):
@@ -277,9 +377,8 @@ def _replace_table(path: Path, frame: pl.DataFrame, properties: CommitProperties
     _add_file(path, frame, properties, mode="overwrite")
 
 
-def _aligned(name: str, frame: pl.DataFrame, table_schema: Any) -> pl.DataFrame:
-    """``frame`` in the column order and types of the table (for an append)."""
-    target = pl.DataFrame(table_schema.empty_table()).schema
+def _aligned(name: str, frame: pl.DataFrame, target: pl.Schema) -> pl.DataFrame:
+    """``frame`` in the column order and types of ``target`` (for an append)."""
     extra = [c for c in frame.columns if c not in target]
     if extra:
         msg = (
@@ -306,6 +405,20 @@ def _aligned(name: str, frame: pl.DataFrame, table_schema: Any) -> pl.DataFrame:
 
 def _add_file(path: Path, frame: pl.DataFrame, properties: CommitProperties, *, mode: str) -> None:
     """Write ``frame`` as one Parquet file and commit it (``overwrite`` or ``append``)."""
+    add = _write_file(path, frame)
+    schema = DeltaSchema.from_arrow(frame.head(0).to_arrow().schema)
+    if any((path / "_delta_log").glob("[0-9]*.json")):
+        DeltaTable(path).create_write_transaction(
+            [add], mode=mode, schema=schema, commit_properties=properties
+        )
+    else:
+        create_table_with_add_actions(
+            str(path), schema, [add], mode="overwrite", commit_properties=properties
+        )
+
+
+def _write_file(path: Path, frame: pl.DataFrame) -> AddAction:
+    """Write ``frame`` as one Parquet file in the table folder; its add action (uncommitted)."""
     path.mkdir(parents=True, exist_ok=True)
     file_name = f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
     frame.write_parquet(path / file_name, compression="zstd")
@@ -318,7 +431,7 @@ def _add_file(path: Path, frame: pl.DataFrame, properties: CommitProperties, *, 
             if not frame.schema[name].is_nested()
         },
     }
-    add = AddAction(
+    return AddAction(
         path=file_name,
         size=info.st_size,
         partition_values={},
@@ -326,15 +439,6 @@ def _add_file(path: Path, frame: pl.DataFrame, properties: CommitProperties, *, 
         data_change=True,
         stats=json.dumps(stats),
     )
-    schema = DeltaSchema.from_arrow(frame.head(0).to_arrow().schema)
-    if any((path / "_delta_log").glob("[0-9]*.json")):
-        DeltaTable(path).create_write_transaction(
-            [add], mode=mode, schema=schema, commit_properties=properties
-        )
-    else:
-        create_table_with_add_actions(
-            str(path), schema, [add], mode="overwrite", commit_properties=properties
-        )
 
 
 def _column_sum(table: object, column: str) -> int:

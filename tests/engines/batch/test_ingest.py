@@ -194,3 +194,28 @@ def test_sources_declared_in_headrace_toml(tmp_path: Path) -> None:
             "total": NodeStatus.UPSTREAM_FAILED,
         }
         assert proj.read("trips__quarantine")["km"].to_list() == ["x"]
+
+
+def test_without_a_contract_rows_are_stored_batch_by_batch(
+    project: hr.Project, tmp_path: Path
+) -> None:
+    db = tmp_path / "events.db"
+    _sqlite(db, [(i, "2024-01-01", i / 2) for i in range(5_000)])
+    pipeline = hr.Pipeline("events")
+    source = hr.sql(f"sqlite:///{db}", table="events", cursor="id", chunk_rows=1_000)
+    pipeline.ingest("events", source)
+    project.run(pipeline).raise_for_status()
+    from deltalake import DeltaTable
+
+    table = DeltaTable(project.datasets.path("events"))
+    rows_per_file = table.get_add_actions(flatten=True).column("num_records").to_pylist()
+    assert sum(rows_per_file) == 5_000
+    assert max(rows_per_file) <= 1_000  # a file per chunk: memory held one chunk at a time
+    assert project.read("events").sort("id")["id"].to_list() == list(range(5_000))
+
+
+def test_a_failed_gate_leaves_no_staged_files_behind(project: hr.Project, tmp_path: Path) -> None:
+    _write(tmp_path / "in" / "a.csv", "id,km,city\n1,2.5,Oslo\nx\ny\nz\n")
+    project.run(_trips_pipeline(tmp_path))
+    folder = project.datasets.path("trips")
+    assert not list(folder.glob("*.parquet")) if folder.exists() else True

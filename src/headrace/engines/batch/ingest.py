@@ -12,7 +12,7 @@ same records as the first try. Non-incremental sources have no position: every r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -28,7 +28,7 @@ from headrace.core.contract import Contract
 from headrace.core.source import FileSource, SourceSpec, SqlSource
 from headrace.errors import SourceError
 
-__all__ = ["Ingested", "read_new"]
+__all__ = ["Ingested", "Reading", "open_reading", "read_new"]
 
 Position = dict[str, Any]
 
@@ -52,6 +52,15 @@ class Ingested:
         return self.data.height + self.rejects.height
 
 
+@dataclass(frozen=True)
+class Reading:
+    """A read in progress: where it will end, and its batches (read as they are iterated)."""
+
+    position: Position | None
+    parts: int
+    batches: Iterator[Batch]
+
+
 def read_new(
     name: str,
     spec: SourceSpec,
@@ -61,10 +70,24 @@ def read_new(
     since: Position | None,
     until: Position | None = None,
 ) -> Ingested:
-    """Read what ``spec`` holds after ``since`` (all of it when ``since`` is None).
+    """Read what ``spec`` holds after ``since`` (all of it when ``since`` is None), in memory.
 
     ``until`` pins the end of the range to what an earlier try of the same step recorded.
     """
+    reading = open_reading(name, spec, base_dir, contract=contract, since=since, until=until)
+    return _combined(list(reading.batches), reading.position, reading.parts)
+
+
+def open_reading(
+    name: str,
+    spec: SourceSpec,
+    base_dir: Path,
+    *,
+    contract: Contract | None,
+    since: Position | None,
+    until: Position | None = None,
+) -> Reading:
+    """Like :func:`read_new`, but the batches come one at a time (bounded memory)."""
     if isinstance(spec, FileSource):
         return _read_files(spec, base_dir, contract, since, until)
     if isinstance(spec, SqlSource):
@@ -82,7 +105,7 @@ def _read_files(
     contract: Contract | None,
     since: Position | None,
     until: Position | None,
-) -> Ingested:
+) -> Reading:
     found = list_files(spec, base_dir)
     seen: dict[str, Any] = dict((since or {}).get("files", {}))
     if until is not None:
@@ -100,13 +123,13 @@ def _read_files(
     else:
         todo = found
     columns = _contract_columns(contract)
-    batches = [read_file(spec, info, columns=columns) for info in todo]
     position: Position | None = None
     if spec.incremental:
         for info in todo:
             seen[info.path] = {"size": info.size, "mtime": info.mtime, "hash": content_hash(info)}
         position = {"files": seen}
-    return _combined(batches, position, len(todo))
+    batches = (read_file(spec, info, columns=columns) for info in todo)
+    return Reading(position, len(todo), batches)
 
 
 def _is_new(info: FileInfo, seen: Mapping[str, Any] | None) -> bool:
@@ -133,16 +156,15 @@ def _read_sql(
     base_dir: Path,
     since: Position | None,
     until: Position | None,
-) -> Ingested:
+) -> Reading:
     if not spec.incremental:
-        batches = list(read_sql(spec, base_dir, name=name))
-        return _combined(batches, None, len(batches))
+        return Reading(None, 1, read_sql(spec, base_dir, name=name))
     low = decode_value((since or {}).get("cursor"))
     high = decode_value(until.get("cursor")) if until is not None else high_water(spec, base_dir)
     if high is None or (low is not None and high <= low):
-        return _combined([], {"cursor": encode_value(low)}, 0)
-    batches = list(read_sql(spec, base_dir, since=low, until=high, name=name))
-    return _combined(batches, {"cursor": encode_value(high)}, len(batches))
+        return Reading({"cursor": encode_value(low)}, 0, iter(()))
+    batches = read_sql(spec, base_dir, since=low, until=high, name=name)
+    return Reading({"cursor": encode_value(high)}, 1, batches)
 
 
 def encode_value(value: Any) -> dict[str, Any] | None:

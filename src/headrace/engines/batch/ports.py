@@ -7,8 +7,8 @@ tested, and later distributed, with other implementations.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -112,6 +112,25 @@ class DatasetWriter(Protocol):
 
         ``transaction=(app_id, n)`` tags the commit as step ``n`` of writer ``app_id``.
         """
+        ...
+
+    def stage(self, name: str, frames: Iterable[pl.DataFrame]) -> Any:
+        """Write ``frames`` as uncommitted files of ``name``; a handle for commit or discard."""
+        ...
+
+    def commit_staged(
+        self,
+        staged: Any,
+        *,
+        commit_metadata: Mapping[str, str],
+        append: bool,
+        transaction: tuple[str, int] | None = None,
+    ) -> Written:
+        """Publish staged files as one version."""
+        ...
+
+    def discard(self, staged: Any) -> None:
+        """Delete staged files."""
         ...
 
     def transaction_version(self, name: str, app_id: str) -> int | None:

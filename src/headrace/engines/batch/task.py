@@ -18,7 +18,7 @@ import json
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -27,16 +27,17 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from headrace.connectors.base import POSITION_COLUMNS
+from headrace.connectors.base import POSITION_COLUMNS, Batch
 from headrace.core.context import NodeContext
 from headrace.core.fingerprint import content_hash, key_hash
 from headrace.core.node import Binding, BindingKind, Node, NodeKind
 from headrace.core.records import DatasetVersion, NodeRunRecord, NodeStatus, QualityRecord
 from headrace.core.redaction import redact
 from headrace.core.schema_change import classify, contract_schema
-from headrace.engines.batch.ingest import Ingested, read_new
+from headrace.core.source import SourceSpec
+from headrace.engines.batch.ingest import Ingested, open_reading, read_new
 from headrace.engines.batch.plan import Plan, Task
-from headrace.engines.batch.ports import DatasetWriter, RunLog, Validator
+from headrace.engines.batch.ports import DatasetWriter, RunLog, Validator, Written
 from headrace.errors import (
     NodeExecutionError,
     NodeTimeoutError,
@@ -304,17 +305,13 @@ class TaskRunner:
                 until = _position(self.store.latest_commit_metadata(quarantine))
                 quarantine_done = True
         spec = node.source.resolved(self.graph.config, node=name)
-        read = partial(
-            read_new,
-            name,
-            spec,
-            self.base_dir,
-            contract=node.contract,
-            since=since,
-            until=until,
-        )
         try:
-            attempted = self._attempt(task, {}, {}, call=lambda: (read(), None))
+            attempted = self._attempt(
+                task,
+                {},
+                {},
+                call=lambda: (self._load(task, spec, since, until), None),
+            )
         except _AttemptsFailed as failed:
             return self._record(
                 task,
@@ -325,49 +322,34 @@ class TaskRunner:
                 cache_reason=reason,
                 cache_key=cache_key,
             )
-        got: Ingested = attempted.value
-        valid, bad, quality = self._split_ingested(task, got)
+        got: _Loaded = attempted.value
+        bad, quality = got.bad, got.quality
         append = incremental and not self.full_refresh
         extra = {"headrace.position": json.dumps(got.position)} if got.position is not None else {}
         txn = (app, step) if incremental else None
+        keys = (cache_key, code_hash)
         nothing_new = since is not None and got.records == 0 and got.position == since
         if bad.height and not quarantine_done:
             quality["quarantine"] = self._commit(
-                task,
-                bad,
-                (cache_key, code_hash),
-                quarantine,
-                append=append,
-                transaction=txn,
-                extra=extra,
+                task, bad, keys, quarantine, append=append, transaction=txn, extra=extra
             )
         elif not append and not nothing_new and self.store.exists(quarantine):
             quality["quarantine"] = self._commit(
-                task,
-                bad,
-                (cache_key, code_hash),
-                quarantine,
-                append=False,
-                transaction=txn,
-                extra=extra,
+                task, bad, keys, quarantine, append=False, transaction=txn, extra=extra
             )
         # The gate is judged before the rows are committed: a failing read commits only its
         # quarantine (to look at), and the next run reads the same range again.
-        error = self._record_ingest_quality(task, got, valid, bad, quality)
+        error = self._record_ingest_quality(task, got)
         if error is not None:
+            self._discard(got.valid)
             output = Output(key=cache_key)
         elif nothing_new and self.store.exists(name):
+            self._discard(got.valid)
             output = self._current_output(name)
             reason += ", nothing new"
         else:
             output = self._commit(
-                task,
-                valid,
-                (cache_key, code_hash),
-                name,
-                append=append,
-                transaction=txn,
-                extra=extra,
+                task, got.valid, keys, name, append=append, transaction=txn, extra=extra
             )
             reason += f", {got.records:,} record(s) from {got.parts} part(s)"
         if bad.height:
@@ -381,12 +363,62 @@ class TaskRunner:
             cache_reason=reason,
             cache_key=cache_key,
             rows_in=got.records,
-            rows_out=valid.height,
-            bytes_out=int(valid.estimated_size()),
+            rows_out=got.valid_rows,
             dataset=output.dataset,
             version=output.version,
             error=error,
         )
+
+    def _load(
+        self,
+        task: Task,
+        spec: SourceSpec,
+        since: dict[str, Any] | None,
+        until: dict[str, Any] | None,
+    ) -> _Loaded:
+        """Read the source: validated in memory (with a contract) or staged batch by batch.
+
+        Without a contract, rows are written as uncommitted files one batch at a time, so
+        memory holds one batch, not the dataset.
+        """
+        node = task.node
+        if node.contract is not None:
+            got = read_new(
+                node.name, spec, self.base_dir, contract=node.contract, since=since, until=until
+            )
+            valid, bad, quality = self._split_ingested(task, got)
+            return _Loaded(
+                records=got.records,
+                parsed=got.data.height,
+                valid=valid,
+                valid_rows=valid.height,
+                bad=bad,
+                position=got.position,
+                parts=got.parts,
+                quality=quality,
+            )
+        reading = open_reading(
+            node.name, spec, self.base_dir, contract=None, since=since, until=until
+        )
+        tally = _Tally()
+        staged = self.store.stage(node.name, tally.frames(reading.batches))
+        rejects = (
+            pl.concat(tally.rejects, how="diagonal_relaxed") if tally.rejects else pl.DataFrame()
+        )
+        return _Loaded(
+            records=tally.records,
+            parsed=tally.parsed,
+            valid=_StagedRows(staged, key_hash(*tally.hashes)),
+            valid_rows=tally.parsed,
+            bad=_as_quarantine(rejects) if rejects.height else pl.DataFrame(),
+            position=reading.position,
+            parts=reading.parts,
+            quality={},
+        )
+
+    def _discard(self, valid: pl.DataFrame | _StagedRows) -> None:
+        if isinstance(valid, _StagedRows):
+            self.store.discard(valid.files)
 
     def _split_ingested(
         self, task: Task, got: Ingested
@@ -395,11 +427,7 @@ class TaskRunner:
         node = task.node
         data = got.data
         quality: dict[str, Any] = {}
-        rejects = got.rejects.with_columns(
-            pl.concat_list(pl.lit("parse") + "." + pl.col("_hr_reason")).alias("_hr_rules"),
-            pl.concat_list(pl.col("_hr_reason")).alias("_hr_reasons"),
-        ).drop("_hr_reason")
-        parts = [rejects] if rejects.height else []
+        parts = [_as_quarantine(got.rejects)] if got.rejects.height else []
         if node.contract is not None:
             if data.width == 0:
                 data = pl.DataFrame(
@@ -419,7 +447,7 @@ class TaskRunner:
     def _commit(
         self,
         task: Task,
-        frame: pl.DataFrame,
+        frame: pl.DataFrame | _StagedRows,
         keys: tuple[str, str],
         name: str,
         *,
@@ -432,22 +460,22 @@ class TaskRunner:
         ``keys`` is (cache key, code hash) of the task.
         """
         cache_key, code_hash = keys
-        if not append and transaction is None:
+        if isinstance(frame, pl.DataFrame) and not append and transaction is None:
             return self._persist(task, frame, cache_key, code_hash, dataset=name)[0]
         previous = self.log.latest_write(name, None)
-        digest = content_hash(frame)
+        digest = frame.digest if isinstance(frame, _StagedRows) else content_hash(frame)
         if append and previous is not None:
             digest = key_hash(previous.content_hash, digest)
-        written = self.store.write(
-            name,
-            frame,
-            commit_metadata={
-                **self._commit_metadata(task, cache_key, code_hash),
-                **extra,
-            },
-            append=append,
-            transaction=transaction,
-        )
+        metadata = {**self._commit_metadata(task, cache_key, code_hash), **extra}
+        written: Written
+        if isinstance(frame, _StagedRows):
+            written = self.store.commit_staged(
+                frame.files, commit_metadata=metadata, append=append, transaction=transaction
+            )
+        else:
+            written = self.store.write(
+                name, frame, commit_metadata=metadata, append=append, transaction=transaction
+            )
         position = extra.get("headrace.position")
         self.log.record_dataset_version(
             DatasetVersion(
@@ -479,25 +507,19 @@ class TaskRunner:
             key=newest.content_hash, rows=newest.total_rows, dataset=name, version=newest.version
         )
 
-    def _record_ingest_quality(
-        self,
-        task: Task,
-        got: Ingested,
-        valid: pl.DataFrame,
-        bad: pl.DataFrame,
-        quality: dict[str, Any],
-    ) -> str | None:
+    def _record_ingest_quality(self, task: Task, got: _Loaded) -> str | None:
         """Store the quality record of an ingest step; the gate's failure text, if it fails.
 
         Records that did not parse count as failing rows: the score is the contract's score
         times the share of records that parsed (just that share without a contract).
         """
         node = task.node
+        quality = got.quality
         outcome = quality.get("outcome")
-        if outcome is None and not got.rejects.height:
+        unparsed = got.records - got.parsed
+        if outcome is None and not unparsed:
             return None
-        parsed = got.data.height
-        share = parsed / got.records if got.records else 1.0
+        share = got.parsed / got.records if got.records else 1.0
         score = (outcome.score if outcome is not None else 1.0) * share
         failed_checks = list(outcome.failed_error_checks) if outcome is not None else []
         threshold = node.gate if node.gate is not None else 0.0
@@ -506,8 +528,8 @@ class TaskRunner:
             problems.append(f"quality score {score:.3f} is below the gate {threshold:g}")
         if failed_checks:
             problems.append(f"error checks failed: {', '.join(failed_checks)}")
-        if got.rejects.height:
-            problems.append(f"{got.rejects.height:,} record(s) did not parse")
+        if unparsed:
+            problems.append(f"{unparsed:,} record(s) did not parse")
         q_output: Output | None = quality.get("quarantine")
         checks = outcome.checks.to_dicts() if outcome is not None else []
         self.log.record_quality(
@@ -519,8 +541,8 @@ class TaskRunner:
                 contract=node.contract.name if node.contract is not None else "(parse)",
                 created_at=_now(),
                 rows=got.records,
-                valid_rows=valid.height,
-                quarantined_rows=bad.height,
+                valid_rows=got.valid_rows,
+                quarantined_rows=got.bad.height,
                 score=score,
                 gate=node.gate,
                 passed=not (score < threshold or failed_checks),
@@ -870,6 +892,57 @@ class TaskRunner:
             output_version=version,
             error=error,
         )
+
+
+@dataclass(frozen=True)
+class _StagedRows:
+    """Rows written as uncommitted files (see DatasetWriter.stage), with their content key."""
+
+    files: Any
+    digest: str
+
+
+@dataclass
+class _Loaded:
+    """What an ingest step read: counts, valid rows (in memory or staged), the quarantine."""
+
+    records: int
+    parsed: int
+    valid: pl.DataFrame | _StagedRows
+    valid_rows: int
+    bad: pl.DataFrame
+    position: dict[str, Any] | None
+    parts: int
+    quality: dict[str, Any]
+
+
+class _Tally:
+    """Counts records, parsed rows and rejects of batches passing through; hashes the rows."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.parsed = 0
+        self.rejects: list[pl.DataFrame] = []
+        self.hashes: list[str] = []
+
+    def frames(self, batches: Iterator[Batch]) -> Iterator[pl.DataFrame]:
+        for batch in batches:
+            self.records += batch.records
+            self.parsed += batch.data.height
+            if batch.rejects.height:
+                self.rejects.append(batch.rejects)
+            data = batch.data.drop(POSITION_COLUMNS, strict=False)
+            if data.height:
+                self.hashes.append(content_hash(data))
+                yield data
+
+
+def _as_quarantine(rejects: pl.DataFrame) -> pl.DataFrame:
+    """Reader rejects in the quarantine's terms: rule ``parse.<reason>``, reason ``<reason>``."""
+    return rejects.with_columns(
+        pl.concat_list(pl.lit("parse") + "." + pl.col("_hr_reason")).alias("_hr_rules"),
+        pl.concat_list(pl.col("_hr_reason")).alias("_hr_reasons"),
+    ).drop("_hr_reason")
 
 
 def _position(metadata: Mapping[str, str]) -> dict[str, Any] | None:
