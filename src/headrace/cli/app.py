@@ -172,6 +172,9 @@ def run(
             f"{result.status.value} in {result.duration:.2f}s — "
             f"inspect with `headrace runs show {result.run_id}`"
         )
+        reports = proj.reports_dir(result.run_id)
+        if reports.is_dir():
+            _out.print(f"quality reports: {reports}")
     if result.status is not RunStatus.SUCCEEDED:
         result.raise_for_status()
 

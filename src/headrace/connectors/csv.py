@@ -274,7 +274,7 @@ def _transcode(buffer: Buffer, dialect: _Dialect, source: str) -> bytes | Batch:
 
 @dataclass
 class _Parsed:
-    rows: list[list[str | None]] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     pos: int = 0
@@ -319,7 +319,7 @@ class _RecordReader:
         With ``mismatch`` (a detail text) every record is a ``header_mismatch`` reject.
         """
         encoding = self._dialect.encoding
-        delimiter, quote, nulls = self._dialect.delimiter, self._dialect.quote, self._dialect.nulls
+        delimiter, quote = self._dialect.delimiter, self._dialect.quote
         out = _Parsed()
         lines = self._buffer[pos:until].split(b"\n")
         if lines[-1] == b"":
@@ -357,7 +357,7 @@ class _RecordReader:
                 detail = f"{len(fields)} field{'s' * (len(fields) != 1)}, expected {width}"
                 out.rejects.append((self._source, line, pos, record, "field_count", detail))
             else:
-                out.rows.append([None if value in nulls else value for value in fields])
+                out.rows.append(fields)
                 out.lines.append(line)
             index, pos, line = index + count, stop, line + count
         out.pos, out.line = max(pos, until), line
@@ -705,7 +705,7 @@ def _blocks(
             continue
         parsed = reader.parse(pos, line, stop, width)
         parsed_by_csv.append(len(frames))
-        frames.append(_string_frame(names, parsed.rows, parsed.lines))
+        frames.append(_string_frame(names, parsed.rows, parsed.lines, dialect.nulls))
         rejects.extend(parsed.rejects)
         pos, line = parsed.pos, parsed.line
     if schema is None or text:
@@ -786,11 +786,21 @@ def _infer_types(frame: pl.DataFrame, keep: Collection[str]) -> pl.DataFrame:
 
 
 def _string_frame(
-    names: tuple[str, ...], rows: list[list[str | None]], lines: list[int]
+    names: tuple[str, ...],
+    rows: list[list[str]],
+    lines: list[int],
+    nulls: frozenset[str] = frozenset(),
 ) -> pl.DataFrame:
+    """Rows of text fields as String columns (``nulls`` made null), with ``_hr_line``."""
     schema = dict.fromkeys(names, pl.String())
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
     frame = pl.DataFrame(dict(zip(names, columns, strict=True)), schema=schema)
+    if nulls and rows:
+        markers = pl.lit(sorted(nulls), dtype=pl.List(pl.String))
+        frame = frame.with_columns(
+            pl.when(pl.col(name).is_in(markers)).then(None).otherwise(pl.col(name)).alias(name)
+            for name in names
+        )
     return frame.with_columns(pl.Series(LINE, lines, dtype=pl.Int64))
 
 

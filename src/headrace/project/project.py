@@ -34,7 +34,7 @@ from headrace.core.redaction import redact
 from headrace.core.schema_change import SchemaChange, classify, dataset_schema
 from headrace.core.source import source_from_mapping
 from headrace.engines.batch.executor import Executor, LocalExecutor
-from headrace.engines.batch.run import BatchRun, RunResult
+from headrace.engines.batch.run import BatchRun, RunResult, new_run_id
 from headrace.engines.batch.task import TaskObserver
 from headrace.errors import (
     ConfigError,
@@ -44,7 +44,8 @@ from headrace.errors import (
     UnknownNodeError,
 )
 from headrace.project.settings import SETTINGS_FILE, Settings, load_settings
-from headrace.quality.validation import DEFAULT_GATE, validate
+from headrace.quality.report import ReportingValidator
+from headrace.quality.validation import DEFAULT_GATE
 from headrace.storage.datasets import DatasetStore
 from headrace.storage.metadata import MetadataStore
 
@@ -246,6 +247,7 @@ class Project:
     ) -> BatchRun:
         """A validated, planned run ready to :meth:`~BatchRun.execute` (plan errors raise here)."""
         graph = self.graph(pipeline, config)
+        run_id = new_run_id()
         run = BatchRun(
             graph=graph,
             store=self.datasets,
@@ -256,9 +258,12 @@ class Project:
             fail_fast=self.settings.executor.fail_fast if fail_fast is None else fail_fast,
             observer=observer,
             trigger=trigger,
-            validator=validate,
+            validator=ReportingValidator(
+                self.reports_dir(run_id) if self.settings.quality.reports else None
+            ),
             approve_breaking=frozenset(approve_breaking),
             base_dir=self.root,
+            run_id=run_id,
         )
         run.plan()  # plan-time errors (partitions) surface before anything runs
         return run
@@ -306,6 +311,10 @@ class Project:
         known = ", ".join(str(v.version) for v in history)
         msg = f"dataset {name!r} has no version {version} (it has: {known})"
         raise DatasetNotFoundError(msg)
+
+    def reports_dir(self, run_id: str) -> Path:
+        """Where the quality reports of a run are written."""
+        return self.state_dir / "reports" / run_id
 
     def schema_changes(self, name: str, version: int | None = None) -> list[SchemaChange]:
         """How ``version`` (default: newest) of a dataset changed the schema of the one before.

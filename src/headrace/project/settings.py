@@ -16,6 +16,9 @@
     max_workers = 4                  # default: CPU count
     fail_fast = true
 
+    [quality]
+    reports = true                   # an HTML report per validated node and run
+
     [config]                         # values handed to nodes' config parameters
     data_dir = "data"
 
@@ -47,6 +50,7 @@ __all__ = [
     "ExecutorSettings",
     "MetadataSettings",
     "ProjectSettings",
+    "QualitySettings",
     "Settings",
     "StorageSettings",
     "load_settings",
@@ -87,6 +91,13 @@ class ExecutorSettings(_Section):
     fail_fast: bool = True
 
 
+class QualitySettings(_Section):
+    """``[quality]``: what validation leaves behind."""
+
+    reports: bool = True
+    """Write an HTML quality report per validated node and run (``.headrace/reports/RUN``)."""
+
+
 class Settings(_Section):
     """All settings of a project."""
 
@@ -94,12 +105,13 @@ class Settings(_Section):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     metadata: MetadataSettings = Field(default_factory=MetadataSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
     config: dict[str, Any] = Field(default_factory=dict)
     sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """``[sources.NAME]`` tables: ingest nodes declared in the settings file."""
 
 
-_SECTIONS = ("project", "storage", "metadata", "executor", "config")
+_SECTIONS = ("project", "storage", "metadata", "executor", "quality", "config")
 
 
 def load_settings(root: Path, environ: Mapping[str, str] | None = None) -> Settings:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -74,3 +76,18 @@ def test_a_reference_to_an_upstream_dataset_is_checked_in_the_pipeline(project: 
     pipeline.transform(orders, contract=contract, gate=0.5)
     project.run(pipeline).raise_for_status()
     assert project.read("orders__quarantine")["code"].to_list() == ["x"]
+
+
+def test_each_validated_node_gets_an_html_report_per_run(project: hr.Project) -> None:
+    result = project.run(_pipeline({"id": [1, 2, 2], "amount": [5.0, 500.0, 1.0]}))
+    report = project.reports_dir(result.run_id) / "orders.html"
+    html = report.read_text(encoding="utf-8")
+    assert "amount.between" in html
+    assert "<svg" in html  # the value distribution chart
+
+
+def test_reports_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEADRACE_QUALITY_REPORTS", "false")
+    with hr.Project.create(tmp_path / "quiet") as quiet:
+        result = quiet.run(_pipeline({"id": [1], "amount": [5.0]}))
+        assert not quiet.reports_dir(result.run_id).exists()

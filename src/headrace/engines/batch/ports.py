@@ -90,8 +90,13 @@ class Validator(Protocol):
         contract: Contract,
         *,
         lookups: Mapping[str, pl.DataFrame | pl.LazyFrame] | None = None,
+        report: tuple[str, float] | None = None,
     ) -> Validated:
-        """Validate ``data`` (``lookups``: the datasets its ``references`` checks name)."""
+        """Validate ``data`` (``lookups``: the datasets its ``references`` checks name).
+
+        ``report=(name, gate)`` asks for a quality report of this validation under ``name``
+        (an implementation may write one, e.g. as HTML, or ignore it).
+        """
         ...
 
 

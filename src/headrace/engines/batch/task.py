@@ -435,7 +435,9 @@ class TaskRunner:
                 )
             approved = self._check_contract_change(node)
             assert self.validator is not None
-            outcome = self.validator(data, node.contract, lookups=self._lookups(node))
+            outcome = self.validator(
+                data, node.contract, lookups=self._lookups(node), report=_report_of(task)
+            )
             quality.update(outcome=outcome, approved=approved)
             data = outcome.valid
             if outcome.quarantined.height:
@@ -789,7 +791,9 @@ class TaskRunner:
             msg = f"node {node.name!r} has a contract, but this run has no validator"
             raise NodeExecutionError(node.name, msg)
         approved = self._check_contract_change(node)
-        outcome = self.validator(frame, node.contract, lookups=self._lookups(node))
+        outcome = self.validator(
+            frame, node.contract, lookups=self._lookups(node), report=_report_of(task)
+        )
         quarantine_name = f"{node.name}{QUARANTINE_SUFFIX}"
         quarantine: Output | None = None
         if outcome.quarantined.height or self.store.exists(quarantine_name):
@@ -943,6 +947,12 @@ def _as_quarantine(rejects: pl.DataFrame) -> pl.DataFrame:
         pl.concat_list(pl.lit("parse") + "." + pl.col("_hr_reason")).alias("_hr_rules"),
         pl.concat_list(pl.col("_hr_reason")).alias("_hr_reasons"),
     ).drop("_hr_reason")
+
+
+def _report_of(task: Task) -> tuple[str, float]:
+    """The quality report's name (node, and partition when there is one) and gate."""
+    name = task.node.name + (f"@{task.partition}" if task.partition else "")
+    return name, task.node.gate if task.node.gate is not None else 0.0
 
 
 def _position(metadata: Mapping[str, str]) -> dict[str, Any] | None:
