@@ -27,7 +27,7 @@ import polars as pl
 
 from headrace.core.contract import Check, Contract, Level, Severity
 from headrace.errors import ContractError, QualityGateError
-from headrace.quality.coercion import coerced
+from headrace.quality.coercion import coerced, temporal_format
 
 __all__ = ["DEFAULT_GATE", "REASONS", "ValidationResult", "validate"]
 
@@ -119,15 +119,14 @@ def validate(
     # masks are computed (one select over the data); the data itself is never copied, only
     # filtered, and quarantined rows keep their values as they came in.
     keys = _reference_keys(contract, row_checks, lookups or {})
-    type_masks = [
-        _row_ok(check, schema, contract, keys).alias(f"__ok{i}")
+    # A value fails its type check when it was there before coercion and is null after.
+    masks_exprs = [
+        (
+            pl.col(f"__raw_null_{check.column}") | pl.col(check.column or "").is_not_null()
+            if check.kind == "type"
+            else _row_ok(check, typed_schema, contract, keys)
+        ).alias(f"__ok{i}")
         for i, check in enumerate(row_checks)
-        if check.kind == "type"
-    ]
-    other_masks = [
-        _row_ok(check, typed_schema, contract, keys).alias(f"__ok{i}")
-        for i, check in enumerate(row_checks)
-        if check.kind != "type"
     ]
     mask_columns = [f"__ok{i}" for i in range(len(row_checks))]
     error_masks = [
@@ -136,12 +135,13 @@ def validate(
     aggregates = [_aggregate(check).alias(f"__agg{j}") for j, check in enumerate(dataset_checks)]
     try:
         raw = data.collect() if isinstance(data, pl.LazyFrame) else data
-        typed = raw.with_columns(
-            [coerced(name, schema[name], dtype).alias(name) for name, dtype in casts.items()]
+        typed = _coerce(raw, schema, casts)
+        raw_nulls = raw.select(
+            pl.col(name).is_null().alias(f"__raw_null_{name}")
+            for name in casts
+            if any(c.kind == "type" and c.column == name for c in row_checks)
         )
-        masks = pl.concat(
-            [raw.select(type_masks), typed.select(other_masks)], how="horizontal"
-        ).select(mask_columns)
+        masks = typed.hstack(raw_nulls).select(masks_exprs).select(mask_columns)
         agg_row = typed.select(aggregates).row(0) if aggregates else ()
     except pl.exceptions.PolarsError as exc:
         culprit = _failing_check(frame, contract, row_checks, dataset_checks, schema, keys)
@@ -277,6 +277,31 @@ def _check_bounds(contract: Contract, check: Check, schema: pl.Schema) -> None:
                 f"({type(bound).__name__}) does not fit column {check.column!r} of type {dtype}"
             )
             raise ContractError(msg)
+
+
+def _coerce(raw: pl.DataFrame, schema: pl.Schema, casts: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """``raw`` with the coerced columns converted (each converted once)."""
+    layouts = {
+        name: temporal_format(raw[name].drop_nulls().head(200), dtype)
+        for name, dtype in casts.items()
+        if schema[name] == pl.String and isinstance(dtype, pl.Datetime | pl.Date)
+    }
+    typed = raw.with_columns(
+        coerced(name, schema[name], dtype, layouts.get(name)).alias(name)
+        for name, dtype in casts.items()
+    )
+    # Values in another layout than the sampled one: parse those columns again, inferring.
+    again = [
+        name
+        for name, layout in layouts.items()
+        if layout is not None and typed[name].null_count() > raw[name].null_count()
+    ]
+    if again:
+        retried = raw.select(coerced(name, schema[name], casts[name]).alias(name) for name in again)
+        typed = typed.with_columns(
+            pl.coalesce(typed[name], retried[name]).alias(name) for name in again
+        )
+    return typed
 
 
 def _casts(contract: Contract, schema: pl.Schema) -> dict[str, pl.DataType]:
