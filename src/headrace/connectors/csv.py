@@ -49,7 +49,7 @@ import polars as pl
 from headrace.connectors.base import LINE, REJECT_SCHEMA, SOURCE, Batch, empty_rejects
 from headrace.core.source import CsvOptions
 
-__all__ = ["BLOCK_BYTES", "parse_csv"]
+__all__ = ["BLOCK_BYTES", "Buffer", "Reject", "parse_csv"]
 
 Buffer = bytes | mmap.mmap
 """File content: bytes, or a read-only memory map of a local file."""
@@ -59,7 +59,6 @@ BLOCK_BYTES = 4 << 20
 
 _SCAN_STEP = 1 << 20
 _PARALLEL_BYTES = 8 << 20
-_INFER_ROWS = 10_000
 _NEWLINE = ord("\n")
 _RETURN = ord("\r")
 _POLARS_ERRORS = (pl.exceptions.PolarsError, pl.exceptions.PanicException)
@@ -117,7 +116,10 @@ def parse_csv(
         return _header_mismatch(reader, layout, missing)
     if layout.body_start >= layout.body_end:
         return Batch(_with_source(_string_frame(layout.names, [], []), source))
-    frame = _read_whole(buffer, path, layout, dialect, strings) if dialect.fast else None
+    typed = _natively_typed(columns or {})
+    frame = (
+        _read_whole(buffer, path, layout, dialect, strings, typed=typed) if dialect.fast else None
+    )
     if frame is None:
         return _read_blocks(reader, layout, strings)
     return Batch(_with_source(frame, source))
@@ -253,7 +255,8 @@ def _transcode(buffer: Buffer, dialect: _Dialect, source: str) -> bytes | Batch:
     """UTF-8 bytes of a file in an encoding that is not ASCII-compatible (e.g. UTF-16).
 
     Lines cannot be found in such bytes before decoding, so the whole file must decode: when it
-    does not, the file is one ``encoding`` reject.
+    does not, the file is one ``encoding`` reject. Offsets of rejects in a transcoded file are
+    offsets in its UTF-8 form.
     """
     data = bytes(buffer)
     try:
@@ -457,14 +460,31 @@ Schema = Mapping[str, pl.DataType]
 """The user columns of a read: name -> type."""
 
 
+def _natively_typed(columns: Mapping[str, pl.DataType | None]) -> dict[str, pl.DataType]:
+    """Declared numeric and boolean columns, which Polars parses faster than text + cast."""
+    return {
+        name: dtype
+        for name, dtype in columns.items()
+        if dtype is not None
+        and (dtype.is_integer() or dtype.is_float() or isinstance(dtype, pl.Boolean))
+    }
+
+
 def _read_whole(
     buffer: Buffer,
     path: Path | None,
     layout: _Layout,
     dialect: _Dialect,
     strings: frozenset[str],
+    *,
+    typed: Mapping[str, pl.DataType] | None = None,
 ) -> pl.DataFrame | None:
-    """The whole file through one Polars read, or None when it is not provably clean."""
+    """The whole file through one Polars read, or None when it is not provably clean.
+
+    ``typed`` columns are first read as their declared type (the contract's numbers and
+    booleans); when a value does not parse, the file is read again with them as text, for the
+    contract to quarantine the values that do not convert.
+    """
     start, end = layout.body_start, layout.body_end
     if not dialect.utf8 and not _is_ascii(buffer, start, end):
         try:
@@ -479,7 +499,9 @@ def _read_whole(
     else:
         data = bytes(buffer[start:end])
         region = _Region(data, 0, data, 0, len(data), layout.body_line)
-    frame = _read_clean(region, layout.names, dialect, strings, None)
+    frame = _read_clean(region, layout.names, dialect, strings, None, typed=typed)
+    if frame is _DRIFT and typed:  # a declared number that is not one: contract columns as text
+        frame = _read_clean(region, layout.names, dialect, strings, None)
     if frame is _DRIFT:  # clean, but a value does not fit its inferred type: text, then infer
         text = dict.fromkeys(layout.names, pl.String())
         frame = _read_clean(region, layout.names, dialect, strings, text)
@@ -493,15 +515,21 @@ def _read_clean(
     dialect: _Dialect,
     strings: frozenset[str],
     schema: Schema | None,
+    *,
+    typed: Mapping[str, pl.DataType] | None = None,
 ) -> pl.DataFrame | _Drift | None:
     """Rows with ``_hr_line`` when the region is provably clean, else None.
 
-    ``schema`` gives every column's type; None lets Polars infer them (``strings`` as String).
+    ``schema`` gives every column's type; None lets Polars infer them (``strings`` as String,
+    ``typed`` as given).
     """
     width = len(names)
     delimiter, quote = dialect.delimiter_byte, dialect.quote_byte
     probe, frame = _probed(
-        region, delimiter, quote, lambda: _polars_read(region, names, dialect, strings, schema)
+        region,
+        delimiter,
+        quote,
+        lambda: _polars_read(region, names, dialect, strings, schema, typed=typed),
     )
     quoted = probe.quotes > 0
     if not probe.quotes_well_formed:
@@ -511,26 +539,29 @@ def _read_clean(
     if not isinstance(frame, pl.DataFrame):
         return frame
     if region.trailing_blank:
-        tail = frame.tail(region.trailing_blank)
+        tail = frame.tail(region.trailing_blank).drop(LINE)
         if tail.height != region.trailing_blank or tail.null_count().sum_horizontal().item() != (
             tail.height * tail.width
         ):
             return None
         frame = frame.head(frame.height - region.trailing_blank)
-    if frame.width != width or (width == 1 and frame.to_series(0).null_count()):
+    if frame.width != width + 1 or (width == 1 and frame.to_series(1).null_count()):
         return None  # in one column, a blank line would pass for a null
-    in_delimiters, in_newlines = _inside_values(frame, dialect.delimiter) if quoted else (0, 0)
+    # Records end at newlines, so newlines beyond the record ends must be inside values.
+    spanning = probe.newlines > frame.height - 1
+    in_delimiters, in_newlines = (
+        _inside_values(frame, dialect.delimiter, newlines=spanning) if quoted else (0, 0)
+    )
     if (
         probe.delimiters != (width - 1) * frame.height + in_delimiters
         or probe.newlines != frame.height - 1 + in_newlines
     ):
         return None
-    first = region.first_line
-    index = pl.int_range(first, first + frame.height, dtype=pl.Int64)
-    if not in_newlines:
-        return frame.with_columns(index.alias(LINE))
-    spans = _newlines_per_row(frame)
-    return frame.with_columns((index + spans.cum_sum() - spans).alias(LINE))
+    index = pl.col(LINE).cast(pl.Int64)  # the row number from Polars, chunked like the rows
+    if in_newlines:
+        spans = _newlines_per_row(frame)
+        index = index + spans.cum_sum() - spans
+    return frame.select(*names, index)
 
 
 def _polars_read(
@@ -539,6 +570,8 @@ def _polars_read(
     dialect: _Dialect,
     strings: frozenset[str],
     schema: Schema | None,
+    *,
+    typed: Mapping[str, pl.DataType] | None = None,
 ) -> pl.DataFrame | _Drift | None:
     nulls = sorted(dialect.nulls)
     options: dict[str, Any] = {
@@ -550,11 +583,14 @@ def _polars_read(
         "empty_string_is_null": "" in dialect.nulls,
         "raise_if_empty": False,
         "truncate_ragged_lines": False,
+        "row_index_name": LINE,
+        "row_index_offset": region.first_line,
     }
     if schema is None:
         options["new_columns"] = list(names)
-        options["infer_schema_length"] = _INFER_ROWS
-        options["schema_overrides"] = {name: pl.String for name in names if name in strings}
+        overrides: dict[str, Any] = {name: pl.String for name in names if name in strings}
+        overrides.update((name, dtype) for name, dtype in (typed or {}).items() if name in names)
+        options["schema_overrides"] = overrides
     else:
         options["schema"] = dict(schema)
     try:
@@ -593,6 +629,8 @@ def _probe(region: _Region, delimiter: int, quote: int | None) -> _Probe:
     delimiter, ``\r``, ``\n``, the region end or an opening quote. Then every quoted value is
     where Polars and :mod:`csv` both expect it, and the quotes pair up.
     """
+    if quote is not None and region.buffer.find(bytes([quote]), region.start, region.end) < 0:
+        quote = None  # one memchr pass instead of a comparison per chunk
     data = _view(region)
     size = len(data)
     delimiters = newlines = quotes = 0
@@ -634,21 +672,22 @@ def _is_ascii(buffer: Buffer, start: int, end: int) -> bool:
     )
 
 
-def _inside_values(frame: pl.DataFrame, delimiter: str) -> tuple[int, int]:
-    """Delimiters and newlines inside the values of the String columns."""
+def _inside_values(frame: pl.DataFrame, delimiter: str, *, newlines: bool) -> tuple[int, int]:
+    """Delimiters (and newlines, if asked) inside the values of the String columns."""
     text = [name for name, dtype in frame.schema.items() if dtype == pl.String]
     if not text:
         return 0, 0
-    delimiters = pl.sum_horizontal(pl.col(text).str.count_matches(delimiter, literal=True))
-    newlines = pl.sum_horizontal(pl.col(text).str.count_matches("\n", literal=True))
-    row = frame.select(delimiters.sum().alias("d"), newlines.sum().alias("n")).row(0)
-    return int(row[0] or 0), int(row[1] or 0)
+    counts = [pl.sum_horizontal(pl.col(text).str.count_matches(delimiter, literal=True)).sum()]
+    if newlines:
+        counts.append(pl.sum_horizontal(pl.col(text).str.count_matches("\n", literal=True)).sum())
+    row = frame.select(count.alias(f"c{i}") for i, count in enumerate(counts)).row(0)
+    return int(row[0] or 0), int(row[1] or 0) if newlines else 0
 
 
-def _newlines_per_row(frame: pl.DataFrame) -> pl.Series:
+def _newlines_per_row(frame: pl.DataFrame) -> pl.Expr:
+    """Newlines inside each row's values: the lines its record spans, minus one."""
     text = [name for name, dtype in frame.schema.items() if dtype == pl.String]
-    counts = pl.sum_horizontal(pl.col(text).str.count_matches("\n", literal=True))
-    return frame.select(counts.cast(pl.Int64)).to_series()
+    return pl.sum_horizontal(pl.col(text).str.count_matches("\n", literal=True)).cast(pl.Int64)
 
 
 # -- blocks: clean ones through Polars, the rest line by line ----------------------------------
@@ -805,11 +844,12 @@ def _string_frame(
 
 
 def _with_source(frame: pl.DataFrame, source: str) -> pl.DataFrame:
-    """The user columns, then ``_hr_source`` and ``_hr_line``."""
-    lines = frame.get_column(LINE) if LINE in frame.columns else pl.Series(LINE, [], pl.Int64)
-    sources = pl.repeat(source, frame.height, dtype=pl.String, eager=True).alias(SOURCE)
+    """The user columns, then ``_hr_source`` and ``_hr_line`` (all chunked alike: no copy)."""
+    if LINE not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.Int64).alias(LINE))
     columns = [name for name in frame.columns if name not in (SOURCE, LINE)]
-    return frame.select(columns).hstack([sources, lines])
+    sources = pl.lit(source, dtype=pl.String).alias(SOURCE)
+    return frame.with_columns(sources).select(*columns, SOURCE, LINE)
 
 
 def _rejects(rows: list[Reject]) -> pl.DataFrame:

@@ -42,7 +42,7 @@ import os
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ import polars as pl
 
 from headrace.connectors.base import LINE, REJECT_SCHEMA, SOURCE, Batch, empty_rejects
 from headrace.connectors.csv import Buffer, Reject, parse_csv
-from headrace.core.source import CsvOptions, FileSource
+from headrace.core.source import FileSource
 from headrace.errors import SourceError
 
 __all__ = ["FileInfo", "content_hash", "list_files", "read_file"]
@@ -109,9 +109,13 @@ def list_files(spec: FileSource, base_dir: Path) -> list[FileInfo]:
         parsed = urlparse(raw)
         if parsed.scheme.lower() != "file":
             return _list_remote(raw)
+        if parsed.netloc not in ("", "localhost"):
+            msg = (
+                f"file source {raw!r}: a file URL names a local path, not a host "
+                f"({parsed.netloc!r}); write file:///absolute/path"
+            )
+            raise SourceError(msg)
         local = Path(unquote(parsed.path))
-        if parsed.netloc and parsed.netloc != "localhost":
-            local = Path(f"//{parsed.netloc}") / local
     else:
         local = Path(raw).expanduser()
         if not local.is_absolute():
@@ -325,7 +329,7 @@ def read_file(
         if fmt in ("csv", "tsv"):
             options = spec.csv
             if fmt == "tsv" and options.delimiter == ",":
-                options = _tab_separated(options)
+                options = replace(options, delimiter="\t")
             return parse_csv(buffer, source=info.path, options=options, columns=columns, path=local)
         if fmt == "ndjson":
             return _read_ndjson(bytes(buffer), info.path)
@@ -336,18 +340,6 @@ def read_file(
         return _read_binary(_read_ipc, buffer, local, info.path, "Arrow IPC")
 
 
-def _tab_separated(options: CsvOptions) -> CsvOptions:
-    return CsvOptions(
-        delimiter="\t",
-        quote_char=options.quote_char,
-        has_header=options.has_header,
-        encoding=options.encoding,
-        null_values=options.null_values,
-        skip_rows=options.skip_rows,
-        column_names=options.column_names,
-    )
-
-
 @contextmanager
 def _content(info: FileInfo) -> Iterator[tuple[Buffer | str, Path | None]]:
     """The file's bytes, decompressed, and its local path when the bytes are the file's own.
@@ -356,33 +348,37 @@ def _content(info: FileInfo) -> Iterator[tuple[Buffer | str, Path | None]]:
     string: what went wrong.
     """
     if info.is_url:
-        fs, path = _filesystem(info.path)
-        try:
-            data = fs.cat_file(path)
-        except OSError as exc:
-            msg = f"cannot read {info.path}: {exc}; check that it exists and is readable"
-            raise SourceError(msg) from exc
-        yield _decompressed(data, info.path), None
+        yield _decompressed(_fetched(info), info.path), None
         return
-    local = Path(info.path)
-    compressed: bytes | None = None
     with _open(info) as handle:
         head = handle.read(4)
-        if _compression(info.path, head) is not None:
-            compressed = head + handle.read()
-        elif head:
-            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-    if compressed is not None:
-        yield _decompressed(compressed, info.path), None
-        return
-    if not head:
-        yield b"", local
+        compressed = _compression(info.path, head) is not None
+        mapped = None if compressed or not head else _mapped(handle)
+        data = b"" if mapped is not None else head + handle.read()
+    if mapped is None:
+        yield (_decompressed(data, info.path), None) if compressed else (data, Path(info.path))
         return
     try:
-        yield mapped, local
+        yield mapped, Path(info.path)
     finally:
         with suppress(BufferError):  # a view still alive: the GC unmaps it later
             mapped.close()
+
+
+def _mapped(handle: io.BufferedIOBase) -> mmap.mmap | None:
+    try:
+        return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):  # a file system that cannot map: the caller reads instead
+        return None
+
+
+def _fetched(info: FileInfo) -> bytes:
+    fs, path = _filesystem(info.path)
+    try:
+        return bytes(fs.cat_file(path))
+    except OSError as exc:
+        msg = f"cannot read {info.path}: {exc}; check that it exists and is readable"
+        raise SourceError(msg) from exc
 
 
 def _compression(path: str, head: bytes) -> str | None:
@@ -502,21 +498,28 @@ def _read_ndjson_lines(data: bytes, source: str) -> Batch:
             continue
         good.append(raw)
         numbers.append(number)
-    frame = _frame_of_objects(good, source)
+    frame = _frame_of_objects(good)
     return Batch(_with_lines(frame, source, numbers), _reject_frame(rejects))
 
 
-def _frame_of_objects(lines: list[bytes], source: str) -> pl.DataFrame:
+def _frame_of_objects(lines: list[bytes]) -> pl.DataFrame:
+    """One row per JSON object; a field whose values mix kinds (1 and {...}) becomes JSON text."""
     if not lines:
         return pl.DataFrame()
     try:
         return pl.read_ndjson(b"\n".join(lines), infer_schema_length=None)
-    except _POLARS_ERRORS as exc:
-        msg = (
-            f"cannot make one table of the JSON objects in {source}: {exc}; give the fields "
-            "one type each (e.g. a number everywhere, or a string everywhere)"
-        )
-        raise SourceError(msg) from exc
+    except _POLARS_ERRORS:
+        objects = [json.loads(line) for line in lines]
+    names = list(dict.fromkeys(name for item in objects for name in item))
+    columns = []
+    for name in names:
+        values = [item.get(name) for item in objects]
+        try:
+            columns.append(pl.Series(name, values))
+        except (TypeError, ValueError, *_POLARS_ERRORS):
+            text = [v if v is None or isinstance(v, str) else json.dumps(v) for v in values]
+            columns.append(pl.Series(name, text, dtype=pl.String))
+    return pl.DataFrame(columns)
 
 
 def _with_lines(frame: pl.DataFrame, source: str, numbers: list[int]) -> pl.DataFrame:
@@ -561,5 +564,5 @@ def _read_json_values(data: bytes, source: str) -> Batch:
         else:
             detail = f"element {number} is a JSON {type(item).__name__}, not an object"
             rejects.append((source, number, 0, json.dumps(item), "malformed", detail))
-    frame = _frame_of_objects(good, source)
+    frame = _frame_of_objects(good)
     return Batch(_with_lines(frame, source, numbers), _reject_frame(rejects))
