@@ -135,7 +135,8 @@ def _read_files(
 def _is_new(info: FileInfo, seen: Mapping[str, Any] | None) -> bool:
     if seen is None:
         return True
-    if info.size == seen.get("size") and info.mtime == seen.get("mtime"):
+    # Stores that report no modification time (mtime 0, e.g. HTTP) are judged by content.
+    if info.size == seen.get("size") and info.mtime == seen.get("mtime") and info.mtime:
         return False
     # Touched or rewritten: new only when the bytes changed.
     return bool(content_hash(info) != seen.get("hash"))
