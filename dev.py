@@ -66,6 +66,8 @@ def test() -> None:
     run(PYTHON, "bench/overhead.py", "--smoke")
     run(PYTHON, "bench/flights_e2e.py", "--smoke")
     run(PYTHON, "bench/validation.py", "--smoke")
+    run(PYTHON, "bench/ingest_files.py", "--smoke")
+    run(PYTHON, "bench/ingest_db.py", "--smoke")
 
 
 COMMANDS = {"example": example, "test": test, "setup": lambda: None}

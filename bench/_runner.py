@@ -77,3 +77,21 @@ def run_child(
         }
     record["subprocess_wall_seconds"] = round(wall, 2)
     return record
+
+
+def chosen_sides(
+    ap: argparse.ArgumentParser, args: argparse.Namespace, known: Collection[str]
+) -> list[str]:
+    """The ``--sides`` of an ingest benchmark, checked (``--smoke``: headrace once at x1)."""
+    if args.smoke:
+        args.scale, args.repeats, args.sides = 1, 1, "headrace"
+    sides = [s.strip() for s in args.sides.split(",") if s.strip()]
+    unknown = [s for s in sides if s not in known]
+    if unknown or not sides or args.repeats < 1 or args.scale < 1:
+        ap.error(f"--sides: choose from {', '.join(known)}; --repeats and --scale >= 1")
+    if args.profile:
+        try:
+            import pyinstrument  # noqa: F401
+        except ImportError:
+            ap.error("--profile needs pyinstrument: .venv/bin/pip install pyinstrument")
+    return sides
