@@ -473,3 +473,27 @@ def test_sqlite_path_under_a_file_raises_metadata_error(tmp_path: Path) -> None:
 
     with pytest.raises(MetadataError, match=r"metadata\.db.*headrace\.toml"):
         MetadataStore(url)
+
+
+def test_an_interrupted_first_migration_leaves_no_half_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from alembic import command
+
+    real_upgrade = command.upgrade
+
+    def upgrade_then_die(config: object, revision: str) -> None:
+        real_upgrade(config, revision)  # type: ignore[arg-type]
+        raise KeyboardInterrupt  # killed before the transaction commits
+
+    url = f"sqlite:///{tmp_path / 'meta.db'}"
+    monkeypatch.setattr(command, "upgrade", upgrade_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        MetadataStore(url)
+    with sqlite3.connect(tmp_path / "meta.db") as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    assert "runs" not in tables  # the DDL was rolled back with the transaction
+    monkeypatch.undo()
+    MetadataStore(url).close()  # and the next open migrates from scratch

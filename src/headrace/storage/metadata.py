@@ -398,13 +398,21 @@ def _create_engine(url: str) -> sa.Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 30})
 
+        # Python's sqlite3 commits DDL on its own (it opens transactions only before DML):
+        # a process killed while creating the tables would leave half a schema. So the
+        # driver is put in autocommit and SQLAlchemy issues BEGIN itself: DDL is atomic too.
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             _use_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(connection: sa.Connection) -> None:
+            connection.exec_driver_sql("BEGIN")
 
         return engine
     if url.startswith("postgresql://"):
