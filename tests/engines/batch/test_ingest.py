@@ -219,3 +219,25 @@ def test_a_failed_gate_leaves_no_staged_files_behind(project: hr.Project, tmp_pa
     project.run(_trips_pipeline(tmp_path))
     folder = project.datasets.path("trips")
     assert not list(folder.glob("*.parquet")) if folder.exists() else True
+
+
+def test_misdeclared_sources_get_one_clear_error(project: hr.Project, tmp_path: Path) -> None:
+    from headrace.core.source import source_from_mapping
+    from headrace.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"source 'x' in headrace.toml has type 'ftp'"):
+        source_from_mapping("x", {"type": "ftp", "path": "a"})
+    with pytest.raises(ConfigError, match=r"source 'x' in headrace.toml: .*unexpected keyword"):
+        source_from_mapping("x", {"type": "sql", "dsn": "sqlite:///a.db", "tabel": "t"})
+    missing = hr.Pipeline("missing")
+    missing.ingest("gone", hr.files(str(tmp_path / "nowhere" / "*.csv")))
+    result = project.run(missing)
+    error = result.record("gone").error or ""
+    assert "SourceError" in error
+    assert "nowhere" in error.splitlines()[0]
+    secret = hr.Pipeline("secret")
+    secret.ingest("db", hr.sql("postgresql://app:s3cret@127.0.0.1:1/x", table="t", retries=0))
+    failed = project.run(secret)
+    text = failed.record("db").error or ""
+    assert "s3cret" not in text
+    assert "***" in text
