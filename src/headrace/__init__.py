@@ -23,7 +23,7 @@ from headrace.engines.batch.run import RunResult
 from headrace.errors import HeadraceError
 from headrace.project.project import Project
 from headrace.project.settings import Settings
-from headrace.quality.validation import ValidationResult, validate
+from headrace.quality.validation import ValidationResult, validate, validate_stream
 
 __all__ = [
     "Check",
@@ -59,4 +59,5 @@ __all__ = [
     "files",
     "sql",
     "validate",
+    "validate_stream",
 ]

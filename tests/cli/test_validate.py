@@ -158,3 +158,19 @@ def test_quarantine_lists_and_explains_held_back_rows(
     assert [r["amount"] for r in detail["preview"]] == [50, -3]
     assert main(["quarantine", "orders", *project]) == 0
     assert "amount.between" in capsys.readouterr().out
+
+
+def test_validate_streams_the_valid_rows_to_a_file(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, contract = files
+    valid = tmp_path / "valid.parquet"
+    bad = tmp_path / "bad.parquet"
+    args = ["validate", str(data), "--contract", str(contract), "--gate", "0"]
+    assert (
+        main([*args, "--valid-out", str(valid), "--quarantine", str(bad), "--format", "json"]) == 0
+    )
+    summary = json.loads(capsys.readouterr().out)
+    rows = pl.read_csv(data).height
+    assert pl.read_parquet(valid).height == summary["valid_rows"]
+    assert summary["valid_rows"] + pl.read_parquet(bad).height == rows == summary["rows"]

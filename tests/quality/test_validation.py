@@ -8,6 +8,7 @@ from hypothesis import given, settings
 import headrace as hr
 from headrace.core.contract_yaml import contract_from_yaml, contract_to_yaml
 from headrace.errors import ContractError, QualityGateError
+from headrace.quality.validation import validate_stream
 
 
 def _one(field: hr.Field, values: list[object], dtype: pl.DataType) -> hr.ValidationResult:
@@ -268,3 +269,42 @@ def test_a_primary_key_is_non_null_and_unique_as_a_whole() -> None:
         hr.Contract("x", fields=[hr.Field("a")], primary_key=["nope"])
     assert "primary_key:" in contract_to_yaml(contract)
     assert contract_from_yaml(contract_to_yaml(contract)).primary_key == ("flight", "leg")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.integers(-5, 5)),
+            st.one_of(st.none(), st.floats(-1, 2, allow_nan=False)),
+            st.one_of(st.none(), st.sampled_from(["a", "b", "ab", "abc", "c", "", "7"])),
+        ),
+        max_size=40,
+    ),
+    builders=st.lists(_checks, min_size=0, max_size=4, unique_by=id),
+)
+def test_the_streaming_engine_finds_exactly_what_the_in_memory_one_finds(
+    tmp_path_factory: pytest.TempPathFactory,
+    rows: list[tuple[object, ...]],
+    builders: list,  # type: ignore[type-arg]
+) -> None:
+    frame = pl.DataFrame(
+        rows, schema={"i": pl.Int64, "f": pl.Float64, "s": pl.String}, orient="row"
+    )
+    fields: dict[str, hr.Field] = {"s": hr.Field("s", "Int64", coerce=True)}
+    for build in builders:
+        field = build()
+        fields.setdefault(field.name, field)
+    contract = hr.Contract("random", fields=list(fields.values()), checks=[hr.checks.row_count(1)])
+    folder = tmp_path_factory.mktemp("stream")
+    frame.write_parquet(folder / "in.parquet")
+    in_memory = hr.validate(frame, contract)
+    streamed = validate_stream(
+        pl.scan_parquet(folder / "in.parquet"), contract, valid_out=folder / "valid.parquet"
+    )
+    assert streamed.checks.equals(in_memory.checks)
+    assert streamed.quarantined.equals(in_memory.quarantined)
+    assert streamed.failures.equals(in_memory.failures)
+    assert streamed.valid_rows == in_memory.valid.height
+    assert pl.read_parquet(folder / "valid.parquet").equals(in_memory.valid)
+    assert streamed.score == in_memory.score

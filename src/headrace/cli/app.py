@@ -299,12 +299,20 @@ def validate(
     report: Annotated[
         Path | None, typer.Option("--report", help="Write an HTML quality report with charts.")
     ] = None,
+    valid_out: Annotated[
+        Path | None,
+        typer.Option("--valid-out", help="Write the valid rows to this Parquet file."),
+    ] = None,
     project: ProjectOption = None,
     output: FormatOption = OutputFormat.table,
 ) -> None:
-    """Validate data against a contract: per-check results, score, gate (exit 1 if it fails)."""
+    """Validate data against a contract: per-check results, score, gate (exit 1 if it fails).
+
+    Runs in Polars' streaming engine: the data is scanned, never held whole (only the rows
+    that fail something are kept), so files larger than memory work.
+    """
     from headrace.core.contract_yaml import contract_from_yaml
-    from headrace.quality.validation import validate as run_validation
+    from headrace.quality.validation import validate_stream
 
     if not contract.exists():
         msg = f"no contract file {contract}"
@@ -316,7 +324,7 @@ def validate(
         for check in spec.all_checks()
         if check.kind == "references"
     }
-    result = run_validation(frame, spec, lookups=lookups)
+    result = validate_stream(frame, spec, lookups=lookups, valid_out=valid_out)
     if quarantine is not None:
         result.quarantined.write_parquet(quarantine)
     if report is not None:
@@ -332,7 +340,7 @@ def validate(
             {
                 "contract": spec.name,
                 "rows": result.rows,
-                "valid_rows": result.valid.height,
+                "valid_rows": result.valid_rows,
                 "quarantined_rows": result.quarantined.height,
                 "score": result.score,
                 "gate": gate,
@@ -344,7 +352,7 @@ def validate(
         _out.print(views.checks_table(result.checks, title=f"contract {spec.name} on {data}"))
         verdict = "[green]passes[/]" if result.passes_gate(gate) else "[bold red]fails[/]"
         _out.print(
-            f"{result.rows:,} rows: {result.valid.height:,} valid, "
+            f"{result.rows:,} rows: {result.valid_rows:,} valid, "
             f"{result.quarantined.height:,} quarantined; score {result.score:.3f} "
             f"{verdict} the gate {gate:g}"
         )
@@ -434,7 +442,7 @@ def profile(
     from headrace.quality.profile import profile as run_profile
 
     path = Path(data)
-    frame = _read_data(data, version, project)
+    frame = _read_data(data, version, project).collect()
     table = run_profile(frame)
     if output is OutputFormat.json:
         views.print_json(_out, table.to_dicts())
@@ -487,13 +495,12 @@ def dag(
     _out.file.write(text + "\n")
 
 
-def _read_data(data: str, version: int | None, project: Path | None) -> pl.DataFrame:
-    """A data file (it has a suffix) or a stored dataset of the project, read whole."""
+def _read_data(data: str, version: int | None, project: Path | None) -> pl.LazyFrame:
+    """A lazy scan of a data file (it has a suffix) or of a stored dataset of the project."""
     from headrace.project.files import scan_file
 
     path = Path(data)
-    frame = scan_file(path) if path.suffix else _project(project).scan(data, version)
-    return frame.collect()
+    return scan_file(path) if path.suffix else _project(project).scan(data, version)
 
 
 def _parse_config(items: list[str]) -> dict[str, Any]:

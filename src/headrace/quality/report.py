@@ -74,14 +74,22 @@ _CHART_ROWS = 200_000
 
 
 def render_report(
-    result: ValidationResult, data: pl.DataFrame, *, title: str, gate: float = 0.9
+    result: ValidationResult,
+    data: pl.DataFrame | pl.LazyFrame,
+    *,
+    title: str,
+    gate: float = 0.9,
 ) -> str:
-    """The report as an HTML string. ``data`` is the validated frame (for the charts)."""
+    """The report as an HTML string.
+
+    ``data`` is the validated data (a lazy scan will do: the charts read an evenly spaced
+    sample of it).
+    """
     failures = result.failures
     # Charts show the shape of the data: an evenly spaced sample of it is enough, and keeps a
     # report of millions of rows fast.
-    step = max(1, -(-data.height // _CHART_ROWS))
-    sample = data.with_row_index(ROW_INDEX).gather_every(step)
+    step = max(1, -(-result.rows // _CHART_ROWS))
+    sample = data.lazy().with_row_index(ROW_INDEX).gather_every(step).collect(engine="streaming")
     views = []
     charts: dict[str, str] = {}  # per column, for the checks that fail no row
     for row in result.checks.iter_rows(named=True):
@@ -92,7 +100,7 @@ def render_report(
             for r in failing.head(5).iter_rows(named=True)
         ]
         chart = ""
-        if column is not None and column in data.columns:
+        if column is not None and column in sample.columns:
             if failing.height:
                 chart = _chart(sample, column, failing["row"])
             else:
@@ -120,7 +128,7 @@ def render_report(
         title=title,
         contract=result.contract,
         rows=result.rows,
-        valid=result.valid.height,
+        valid=result.valid_rows,
         quarantined=result.quarantined.height,
         score=result.score,
         gate=gate,

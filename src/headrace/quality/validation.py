@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -29,7 +30,7 @@ from headrace.core.contract import Check, Contract, Level, Severity
 from headrace.errors import ContractError, QualityGateError
 from headrace.quality.coercion import coerced, temporal_format
 
-__all__ = ["DEFAULT_GATE", "REASONS", "ValidationResult", "validate"]
+__all__ = ["DEFAULT_GATE", "REASONS", "ValidationResult", "validate", "validate_stream"]
 
 DEFAULT_GATE = 0.9
 """Default gate threshold: the brief's alert rule, quality score < 0.9."""
@@ -63,6 +64,12 @@ class ValidationResult:
     checks: pl.DataFrame
     failures: pl.DataFrame
     score: float
+    valid_rows: int = -1
+    """Rows passing every error check (``valid`` is empty when they went to a file)."""
+
+    def __post_init__(self) -> None:
+        if self.valid_rows < 0:
+            object.__setattr__(self, "valid_rows", self.valid.height)
 
     @property
     def failed_error_checks(self) -> list[str]:
@@ -188,6 +195,111 @@ def validate(
         checks=checks,
         failures=failures,
         score=_score(results),
+    )
+
+
+def validate_stream(
+    data: pl.LazyFrame,
+    contract: Contract,
+    *,
+    valid_out: Path | None = None,
+    now: datetime | None = None,
+    lookups: Mapping[str, pl.DataFrame | pl.LazyFrame] | None = None,
+) -> ValidationResult:
+    """Validate a lazy scan in Polars' streaming engine, for data larger than memory.
+
+    The same checks, masks and results as :func:`validate`, but the data is never held whole:
+    one streaming pass counts failures and computes the dataset checks, one collects the rows
+    that failed something (the quarantine and the failure cases, which must fit in memory),
+    and the valid rows are streamed to the Parquet file ``valid_out`` (when given; the
+    result's ``valid`` is then empty and ``valid_rows`` counts them). ``unique`` checks need
+    every key at once and so hold the key columns in memory.
+    """
+    schema = data.collect_schema()
+    _check_columns(contract, schema)
+    row_checks = contract.row_checks()
+    dataset_checks = contract.dataset_checks()
+    casts = _casts(contract, schema)
+    typed_schema = pl.Schema({name: casts.get(name, dtype) for name, dtype in schema.items()})
+    for check in row_checks + dataset_checks:
+        _check_bounds(contract, check, typed_schema)
+    keys = _reference_keys(contract, row_checks, lookups or {})
+    head = data.head(200).collect()
+    layouts = {
+        name: temporal_format(head[name], dtype)
+        for name, dtype in casts.items()
+        if schema[name] == pl.String and isinstance(dtype, pl.Datetime | pl.Date)
+    }
+    mask_columns = [f"__ok{i}" for i in range(len(row_checks))]
+    error_masks = [
+        pl.col(f"__ok{i}") for i, check in enumerate(row_checks) if check.severity is Severity.ERROR
+    ]
+    raw_names = {name: f"__raw_{name}" for name in casts}
+    evaluated = (
+        data.with_row_index(ROW_INDEX)
+        .with_columns(pl.col(name).alias(raw) for name, raw in raw_names.items())
+        .with_columns(
+            coerced(name, schema[name], dtype, layouts.get(name)).alias(name)
+            for name, dtype in casts.items()
+        )
+        .with_columns(
+            (
+                pl.col(raw_names[check.column or ""]).is_null()
+                | pl.col(check.column or "").is_not_null()
+                if check.kind == "type"
+                else _row_ok(check, typed_schema, contract, keys)
+            ).alias(f"__ok{i}")
+            for i, check in enumerate(row_checks)
+        )
+        .with_columns(
+            (pl.all_horizontal(error_masks) if error_masks else pl.lit(value=True)).alias("__valid")
+        )
+    )
+    counts = [(~pl.col(m)).sum().alias(f"__failed{i}") for i, m in enumerate(mask_columns)]
+    aggregates = [_aggregate(check).alias(f"__agg{j}") for j, check in enumerate(dataset_checks)]
+    raw_columns = [pl.col(raw_names.get(name, name)).alias(name) for name in schema]
+    failing_query = evaluated.filter(
+        ~pl.all_horizontal(mask_columns) if mask_columns else pl.lit(value=False)
+    ).select(pl.col(ROW_INDEX), *raw_columns, *mask_columns, "__valid")
+    try:
+        summary = evaluated.select(pl.len().alias("__rows"), *counts, *aggregates).collect(
+            engine="streaming"
+        )
+        failing = failing_query.collect(engine="streaming")
+        valid_query = evaluated.filter(pl.col("__valid")).select(list(schema))
+        if valid_out is not None:
+            valid_out.parent.mkdir(parents=True, exist_ok=True)
+            valid_query.sink_parquet(valid_out, engine="streaming")
+            valid = pl.DataFrame(schema=typed_schema)
+        else:
+            valid = valid_query.collect(engine="streaming")
+    except pl.exceptions.PolarsError as exc:
+        msg = f"contract {contract.name!r} could not run on this data: {str(exc).splitlines()[0]}"
+        raise ContractError(msg) from exc
+    row = summary.row(0)
+    rows = int(row[0])
+    failed_counts = row[1 : 1 + len(row_checks)]
+    agg_row = row[1 + len(row_checks) :]
+    failures = _failures(failing, row_checks)
+    quarantined = _quarantine(failing, failures, list(schema))
+    results = [
+        _row_result(check, int(failed), rows)
+        for check, failed in zip(row_checks, failed_counts, strict=True)
+    ]
+    moment = now or datetime.now(UTC)
+    results += [
+        _dataset_result(check, value, rows, moment)
+        for check, value in zip(dataset_checks, agg_row, strict=True)
+    ]
+    return ValidationResult(
+        contract=contract.name,
+        rows=rows,
+        valid=valid,
+        quarantined=quarantined,
+        checks=pl.DataFrame(results, schema=_CHECK_SCHEMA, orient="row"),
+        failures=failures,
+        score=_score(results),
+        valid_rows=rows - quarantined.height,
     )
 
 
