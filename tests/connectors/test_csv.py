@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import headrace.connectors.csv as csv_module
 from headrace.connectors.base import REJECT_REASONS, REJECT_SCHEMA, Batch
+from headrace.connectors.csv import blocks as csv_blocks
 from headrace.connectors.csv import parse_csv
 from headrace.core.source import CsvOptions
 
@@ -32,7 +32,7 @@ def mode(request: pytest.FixtureRequest) -> Iterator[str]:
     if request.param == "whole":
         yield "whole"
         return
-    with mock.patch.object(csv_module, "BLOCK_BYTES", 8):
+    with mock.patch.object(csv_blocks, "BLOCK_BYTES", 8):
         yield "blocks"
 
 
@@ -230,7 +230,7 @@ def test_types_are_inferred_over_all_rows() -> None:
 
 
 def test_blocks_fall_back_to_text_when_a_later_value_does_not_fit() -> None:
-    with mock.patch.object(csv_module, "BLOCK_BYTES", 8):
+    with mock.patch.object(csv_blocks, "BLOCK_BYTES", 8):
         batch = parse(b"a,b\n1,2\n3,4\nx,y,z\n5,six\n6,1.5\n")
     assert batch.data.schema["a"] == pl.Int64
     assert batch.data.schema["b"] == pl.String
@@ -244,7 +244,7 @@ def test_blocks_fall_back_to_text_when_a_later_value_does_not_fit() -> None:
 
 
 def test_rows_parsed_line_by_line_get_the_types_polars_inferred() -> None:
-    with mock.patch.object(csv_module, "BLOCK_BYTES", 9):  # lines 2-3 (dirty), then line 4
+    with mock.patch.object(csv_blocks, "BLOCK_BYTES", 9):  # lines 2-3 (dirty), then line 4
         batch = parse(b"a,b,c\nTrue,1,x\ny\nFALSE,2,NA\n")
     assert batch.data.select("a", "b", "c", "_hr_line").rows() == [
         (True, 1, "x", 2),
@@ -334,8 +334,8 @@ def test_every_record_is_a_row_or_a_reject_on_its_line(lines: list[Good | Bad], 
         chunks.append(text)
         line += text.count(b"\n") + 1
     data = newline.join(chunks) + newline
-    for block_bytes in (csv_module.BLOCK_BYTES, 16):
-        with mock.patch.object(csv_module, "BLOCK_BYTES", block_bytes):
+    for block_bytes in (csv_blocks.BLOCK_BYTES, 16):
+        with mock.patch.object(csv_blocks, "BLOCK_BYTES", block_bytes):
             batch = parse_csv(data, source="p.csv", options=CsvOptions(), columns=ABC)
         assert batch.data.select("a", "b", "c", "_hr_line").rows() == expected_rows
         assert batch.rejects.select("_hr_line", "_hr_reason").rows() == expected_rejects

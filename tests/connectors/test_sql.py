@@ -359,7 +359,7 @@ def test_chunker_hands_over_only_whole_runs_before_reading_on(
 ) -> None:
     # What lets a dropped read resume at `cursor > last handed over`: whenever the stream is
     # read on, the rows handed over end where a run of equal cursor values ends.
-    from headrace.connectors.sql import _Chunker
+    from headrace.connectors.sql.chunks import _Chunker
 
     ordered = pl.DataFrame({"v": values}, schema={"v": pl.Int64}).sort("v", nulls_last=False)
     chunker, handed, start = _Chunker(rows, "v"), [], 0
