@@ -1,4 +1,5 @@
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import hypothesis.strategies as st
 import polars as pl
@@ -308,3 +309,16 @@ def test_the_streaming_engine_finds_exactly_what_the_in_memory_one_finds(
     assert streamed.valid_rows == in_memory.valid.height
     assert pl.read_parquet(folder / "valid.parquet").equals(in_memory.valid)
     assert streamed.score == in_memory.score
+
+
+def test_both_engines_parse_timestamps_in_a_second_layout(tmp_path: Path) -> None:
+    frame = pl.DataFrame(
+        {"at": ["2013-01-01T05:00:00Z"] * 250 + ["2013-01-02 06:30:00+00:00", "soon", None]}
+    )
+    contract = hr.Contract("t", fields=[hr.Field("at", "Datetime[UTC]", coerce=True)])
+    frame.write_parquet(tmp_path / "t.parquet")
+    in_memory = hr.validate(frame, contract)
+    streamed = validate_stream(pl.scan_parquet(tmp_path / "t.parquet"), contract)
+    assert in_memory.quarantined["at"].to_list() == ["soon"]
+    assert streamed.quarantined.equals(in_memory.quarantined)
+    assert streamed.valid.equals(in_memory.valid)

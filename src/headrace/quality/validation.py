@@ -114,87 +114,40 @@ def validate(
     """
     frame = data.lazy()
     schema = frame.collect_schema()
-    _check_columns(contract, schema)
-    row_checks = contract.row_checks()
-    dataset_checks = contract.dataset_checks()
-    casts = _casts(contract, schema)
-    typed_schema = pl.Schema({name: casts.get(name, dtype) for name, dtype in schema.items()})
-    for check in row_checks + dataset_checks:
-        _check_bounds(contract, check, typed_schema)
-
-    # Type checks read the raw values; every other check reads the coerced ones. Only the
-    # masks are computed (one select over the data); the data itself is never copied, only
-    # filtered, and quarantined rows keep their values as they came in.
-    keys = _reference_keys(contract, row_checks, lookups or {})
-    # A value fails its type check when it was there before coercion and is null after.
-    masks_exprs = [
-        (
-            pl.col(f"__raw_null_{check.column}") | pl.col(check.column or "").is_not_null()
-            if check.kind == "type"
-            else _row_ok(check, typed_schema, contract, keys)
-        ).alias(f"__ok{i}")
-        for i, check in enumerate(row_checks)
-    ]
-    mask_columns = [f"__ok{i}" for i in range(len(row_checks))]
-    error_masks = [
-        pl.col(f"__ok{i}") for i, check in enumerate(row_checks) if check.severity is Severity.ERROR
-    ]
-    aggregates = [_aggregate(check).alias(f"__agg{j}") for j, check in enumerate(dataset_checks)]
+    plan = _compile(contract, schema, lookups)
     try:
         raw = data.collect() if isinstance(data, pl.LazyFrame) else data
-        typed = _coerce(raw, schema, casts)
-        raw_nulls = raw.select(
-            pl.col(name).is_null().alias(f"__raw_null_{name}")
-            for name in casts
-            if any(c.kind == "type" and c.column == name for c in row_checks)
-        )
-        masks = typed.hstack(raw_nulls).select(masks_exprs).select(mask_columns)
-        agg_row = typed.select(aggregates).row(0) if aggregates else ()
+        typed = _coerce(raw, schema, plan.casts)
+        masks = typed.hstack(raw.select(plan.raw_nulls)).select(plan.masks).select(plan.columns)
+        agg_row = typed.select(plan.aggregates).row(0) if plan.aggregates else ()
     except pl.exceptions.PolarsError as exc:
-        culprit = _failing_check(frame, contract, row_checks, dataset_checks, schema, keys)
+        culprit = _failing_check(
+            frame, contract, plan.row_checks, plan.dataset_checks, schema, plan.keys
+        )
         msg = f"contract {contract.name!r} could not run on this data: {str(exc).splitlines()[0]}"
         if culprit:
             msg = f"check {culprit!r} of {msg}; check the column types (or coerce the field)"
         raise ContractError(msg) from exc
 
     rows = raw.height
-    failed_counts = masks.select((~pl.all()).sum()).row(0) if mask_columns else ()
+    failed_counts = masks.select((~pl.all()).sum()).row(0) if plan.columns else ()
     is_valid = (
-        masks.select(pl.all_horizontal(error_masks)).to_series()
-        if error_masks
+        masks.select(pl.all_horizontal(plan.error_masks)).to_series()
+        if plan.error_masks
         else pl.Series([True] * rows, dtype=pl.Boolean)
     )
-    valid = typed.filter(is_valid)
     # Every row that failed anything (error or warn), found once; the quarantine and the
     # failure cases are cut from this small frame instead of scanning the data per check.
     failing = (
         pl.concat(
             [raw.with_row_index(ROW_INDEX), masks, is_valid.alias("__valid").to_frame()],
             how="horizontal",
-        ).filter(~pl.all_horizontal(mask_columns))
-        if mask_columns
+        ).filter(~pl.all_horizontal(plan.columns))
+        if plan.columns
         else raw.with_row_index(ROW_INDEX).head(0).with_columns(__valid=pl.lit(value=True))
     )
-    failures = _failures(failing, row_checks)
-    quarantined = _quarantine(failing, failures, list(schema))
-    results = [
-        _row_result(check, int(failed), rows)
-        for check, failed in zip(row_checks, failed_counts, strict=True)
-    ]
-    moment = now or datetime.now(UTC)
-    results += [
-        _dataset_result(check, value, rows, moment)
-        for check, value in zip(dataset_checks, agg_row, strict=True)
-    ]
-    checks = pl.DataFrame(results, schema=_CHECK_SCHEMA, orient="row")
-    return ValidationResult(
-        contract=contract.name,
-        rows=rows,
-        valid=valid,
-        quarantined=quarantined,
-        checks=checks,
-        failures=failures,
-        score=_score(results),
+    return _result(
+        contract, plan, typed.filter(is_valid), failing, (rows, *failed_counts, *agg_row), now
     )
 
 
@@ -216,6 +169,76 @@ def validate_stream(
     every key at once and so hold the key columns in memory.
     """
     schema = data.collect_schema()
+    plan = _compile(contract, schema, lookups)
+    layouts = _layouts(data.head(200).collect(), schema, plan.casts)
+    raw_names = {name: f"__raw_{name}" for name in plan.casts}
+
+    def typed(name: str, dtype: pl.DataType) -> pl.Expr:
+        fast = coerced(name, schema[name], dtype, layouts.get(name))
+        if layouts.get(name) is None:
+            return fast
+        # Values in another layout than the sampled one are parsed again, inferring.
+        return pl.coalesce(fast, coerced(name, schema[name], dtype))
+
+    evaluated = (
+        data.with_row_index(ROW_INDEX)
+        .with_columns(
+            *(pl.col(name).alias(raw) for name, raw in raw_names.items()), *plan.raw_nulls
+        )
+        .with_columns(typed(name, dtype).alias(name) for name, dtype in plan.casts.items())
+        .with_columns(plan.masks)
+        .with_columns(
+            (pl.all_horizontal(plan.error_masks) if plan.error_masks else pl.lit(value=True)).alias(
+                "__valid"
+            )
+        )
+    )
+    counts = [(~pl.col(m)).sum() for m in plan.columns]
+    raw_columns = [pl.col(raw_names.get(name, name)).alias(name) for name in schema]
+    failing_query = evaluated.filter(
+        ~pl.all_horizontal(plan.columns) if plan.columns else pl.lit(value=False)
+    ).select(pl.col(ROW_INDEX), *raw_columns, *plan.columns, "__valid")
+    valid_query = evaluated.filter(pl.col("__valid")).select(list(schema))
+    try:
+        summary = evaluated.select(pl.len(), *counts, *plan.aggregates).collect(engine="streaming")
+        failing = failing_query.collect(engine="streaming")
+        if valid_out is not None:
+            valid_out.parent.mkdir(parents=True, exist_ok=True)
+            valid_query.sink_parquet(valid_out, engine="streaming")
+            valid = pl.DataFrame(schema=plan.typed_schema)
+        else:
+            valid = valid_query.collect(engine="streaming")
+    except pl.exceptions.PolarsError as exc:
+        msg = f"contract {contract.name!r} could not run on this data: {str(exc).splitlines()[0]}"
+        raise ContractError(msg) from exc
+    return _result(contract, plan, valid, failing, summary.row(0), now, streamed=True)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A contract compiled against a schema: the expressions both engines evaluate."""
+
+    data_columns: list[str]
+    row_checks: list[Check]
+    dataset_checks: list[Check]
+    casts: dict[str, pl.DataType]
+    typed_schema: pl.Schema
+    keys: dict[str, pl.Series]
+    raw_nulls: list[pl.Expr]
+    """``__raw_null_<column>`` per coerced column: was the value null before coercion?"""
+    masks: list[pl.Expr]
+    """``__ok<i>`` per row check, over the coerced columns and the raw-null flags."""
+    columns: list[str]
+    error_masks: list[pl.Expr]
+    aggregates: list[pl.Expr]
+
+
+def _compile(
+    contract: Contract,
+    schema: pl.Schema,
+    lookups: Mapping[str, pl.DataFrame | pl.LazyFrame] | None,
+) -> _Plan:
+    """Check the contract against ``schema`` and build every mask and aggregate."""
     _check_columns(contract, schema)
     row_checks = contract.row_checks()
     dataset_checks = contract.dataset_checks()
@@ -224,72 +247,62 @@ def validate_stream(
     for check in row_checks + dataset_checks:
         _check_bounds(contract, check, typed_schema)
     keys = _reference_keys(contract, row_checks, lookups or {})
-    head = data.head(200).collect()
-    layouts = {
-        name: temporal_format(head[name], dtype)
-        for name, dtype in casts.items()
-        if schema[name] == pl.String and isinstance(dtype, pl.Datetime | pl.Date)
-    }
-    mask_columns = [f"__ok{i}" for i in range(len(row_checks))]
-    error_masks = [
-        pl.col(f"__ok{i}") for i, check in enumerate(row_checks) if check.severity is Severity.ERROR
+    # Type checks: a value fails when it was there before coercion and is null after. Every
+    # other check reads the coerced values; quarantined rows keep them as they came in.
+    masks = [
+        (
+            pl.col(f"__raw_null_{check.column}") | pl.col(check.column or "").is_not_null()
+            if check.kind == "type"
+            else _row_ok(check, typed_schema, contract, keys)
+        ).alias(f"__ok{i}")
+        for i, check in enumerate(row_checks)
     ]
-    raw_names = {name: f"__raw_{name}" for name in casts}
-    evaluated = (
-        data.with_row_index(ROW_INDEX)
-        .with_columns(pl.col(name).alias(raw) for name, raw in raw_names.items())
-        .with_columns(
-            coerced(name, schema[name], dtype, layouts.get(name)).alias(name)
-            for name, dtype in casts.items()
-        )
-        .with_columns(
-            (
-                pl.col(raw_names[check.column or ""]).is_null()
-                | pl.col(check.column or "").is_not_null()
-                if check.kind == "type"
-                else _row_ok(check, typed_schema, contract, keys)
-            ).alias(f"__ok{i}")
+    return _Plan(
+        data_columns=list(schema),
+        row_checks=row_checks,
+        dataset_checks=dataset_checks,
+        casts=casts,
+        typed_schema=typed_schema,
+        keys=keys,
+        raw_nulls=[pl.col(name).is_null().alias(f"__raw_null_{name}") for name in casts],
+        masks=masks,
+        columns=[f"__ok{i}" for i in range(len(row_checks))],
+        error_masks=[
+            pl.col(f"__ok{i}")
             for i, check in enumerate(row_checks)
-        )
-        .with_columns(
-            (pl.all_horizontal(error_masks) if error_masks else pl.lit(value=True)).alias("__valid")
-        )
+            if check.severity is Severity.ERROR
+        ],
+        aggregates=[_aggregate(check).alias(f"__agg{j}") for j, check in enumerate(dataset_checks)],
     )
-    counts = [(~pl.col(m)).sum().alias(f"__failed{i}") for i, m in enumerate(mask_columns)]
-    aggregates = [_aggregate(check).alias(f"__agg{j}") for j, check in enumerate(dataset_checks)]
-    raw_columns = [pl.col(raw_names.get(name, name)).alias(name) for name in schema]
-    failing_query = evaluated.filter(
-        ~pl.all_horizontal(mask_columns) if mask_columns else pl.lit(value=False)
-    ).select(pl.col(ROW_INDEX), *raw_columns, *mask_columns, "__valid")
-    try:
-        summary = evaluated.select(pl.len().alias("__rows"), *counts, *aggregates).collect(
-            engine="streaming"
-        )
-        failing = failing_query.collect(engine="streaming")
-        valid_query = evaluated.filter(pl.col("__valid")).select(list(schema))
-        if valid_out is not None:
-            valid_out.parent.mkdir(parents=True, exist_ok=True)
-            valid_query.sink_parquet(valid_out, engine="streaming")
-            valid = pl.DataFrame(schema=typed_schema)
-        else:
-            valid = valid_query.collect(engine="streaming")
-    except pl.exceptions.PolarsError as exc:
-        msg = f"contract {contract.name!r} could not run on this data: {str(exc).splitlines()[0]}"
-        raise ContractError(msg) from exc
-    row = summary.row(0)
-    rows = int(row[0])
-    failed_counts = row[1 : 1 + len(row_checks)]
-    agg_row = row[1 + len(row_checks) :]
-    failures = _failures(failing, row_checks)
-    quarantined = _quarantine(failing, failures, list(schema))
+
+
+def _result(  # noqa: PLR0917 - private helper with two callers
+    contract: Contract,
+    plan: _Plan,
+    valid: pl.DataFrame,
+    failing: pl.DataFrame,
+    counts: tuple[Any, ...],
+    now: datetime | None,
+    *,
+    streamed: bool = False,
+) -> ValidationResult:
+    """The result, from the rows that failed something and the counts.
+
+    ``counts`` is (rows, failed rows per row check..., dataset aggregates...).
+    """
+    rows = int(counts[0])
+    failed_counts = counts[1 : 1 + len(plan.row_checks)]
+    agg_row = counts[1 + len(plan.row_checks) :]
+    failures = _failures(failing, plan.row_checks)
+    quarantined = _quarantine(failing, failures, plan.data_columns)
     results = [
         _row_result(check, int(failed), rows)
-        for check, failed in zip(row_checks, failed_counts, strict=True)
+        for check, failed in zip(plan.row_checks, failed_counts, strict=True)
     ]
     moment = now or datetime.now(UTC)
     results += [
         _dataset_result(check, value, rows, moment)
-        for check, value in zip(dataset_checks, agg_row, strict=True)
+        for check, value in zip(plan.dataset_checks, agg_row, strict=True)
     ]
     return ValidationResult(
         contract=contract.name,
@@ -299,7 +312,7 @@ def validate_stream(
         checks=pl.DataFrame(results, schema=_CHECK_SCHEMA, orient="row"),
         failures=failures,
         score=_score(results),
-        valid_rows=rows - quarantined.height,
+        valid_rows=rows - quarantined.height if streamed else valid.height,
     )
 
 
@@ -391,13 +404,20 @@ def _check_bounds(contract: Contract, check: Check, schema: pl.Schema) -> None:
             raise ContractError(msg)
 
 
-def _coerce(raw: pl.DataFrame, schema: pl.Schema, casts: Mapping[str, pl.DataType]) -> pl.DataFrame:
-    """``raw`` with the coerced columns converted (each converted once)."""
-    layouts = {
-        name: temporal_format(raw[name].drop_nulls().head(200), dtype)
+def _layouts(
+    sample: pl.DataFrame, schema: pl.Schema, casts: Mapping[str, pl.DataType]
+) -> dict[str, str | None]:
+    """For text columns coerced to dates or timestamps, the layout their sample fits."""
+    return {
+        name: temporal_format(sample[name].drop_nulls().head(200), dtype)
         for name, dtype in casts.items()
         if schema[name] == pl.String and isinstance(dtype, pl.Datetime | pl.Date)
     }
+
+
+def _coerce(raw: pl.DataFrame, schema: pl.Schema, casts: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """``raw`` with the coerced columns converted (each converted once)."""
+    layouts = _layouts(raw, schema, casts)
     typed = raw.with_columns(
         coerced(name, schema[name], dtype, layouts.get(name)).alias(name)
         for name, dtype in casts.items()
