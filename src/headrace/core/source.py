@@ -25,6 +25,7 @@ Incremental reading:
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Self
@@ -98,8 +99,8 @@ _CONFIG_REF = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _RESOLVED = ("path", "dsn", "table")
 
 
-class SourceSpec:
-    """Base of every source spec."""
+class SourceSpec(ABC):
+    """Base of every source spec (files and SQL today; streams later)."""
 
     kind: ClassVar[str]
 
@@ -134,13 +135,13 @@ class SourceSpec:
         return replace(self, **changes) if changes else self  # type: ignore[type-var]
 
     @property
+    @abstractmethod
     def incremental(self) -> bool:
         """True when a run reads only what is new since the last committed read."""
-        raise NotImplementedError
 
+    @abstractmethod
     def describe(self) -> str:
         """One line for listings (no credentials)."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)
