@@ -69,14 +69,13 @@ from _runner import chosen_sides, parse_peer_repeats, run_child  # noqa: E402
 from ingest_files import (  # noqa: E402
     CHILD_TIMEOUT_S,
     LOGS,
-    RESULTS,
     Stopwatch,
+    _remove,
     compare,
     headrace_ingest,
     machine,
-    print_summary,
-    print_targets,
     rotated,
+    save,
     source_digest,
     status_kib,
     summarise,
@@ -447,26 +446,15 @@ def main(argv: list[str] | None = None) -> int:
     caption = (
         "seconds: the work only (imports excluded); peak RSS: VmHWM; ratio: median / connectorx"
     )
-    print_summary(title, caption, summary, FLOOR)
-    if not args.smoke:  # no floor to compare with
-        print_targets(targets)
     must_agree = _report_verification(verified)
-    if meta["headrace_source_changed_during_run"]:
-        print("warning: headrace's ingest code changed during the run: re-run", file=sys.stderr)
-    document = {
-        **meta,
-        "summary": summary,
-        "targets": targets,
-        "verification": verified,
-        "profile": profile,
-        "runs": runs,
-    }
-    out = args.out or RESULTS / (
-        f"ingest_db-{now.date().isoformat()}{'-smoke' if args.smoke else ''}.json"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
-    print(f"results written to {out}", file=sys.stderr)
+    save(
+        "ingest_db",
+        args,
+        now,
+        {**meta, "summary": summary, "targets": targets, "verification": verified,
+         "profile": profile, "runs": runs},
+        (title, caption, FLOOR),
+    )  # fmt: skip
     failed = "headrace" in by_side and (
         by_side["headrace"].get("error") or "median_s" not in by_side["headrace"]
     )
@@ -498,12 +486,6 @@ def _server_version(url: str) -> str:
     with psycopg.connect(url) as conn:
         row = conn.execute("SHOW server_version").fetchone()
     return str(row[0]) if row else "?"
-
-
-def _remove(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 if __name__ == "__main__":

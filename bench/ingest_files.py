@@ -649,28 +649,39 @@ def main(argv: list[str] | None = None) -> int:
         f"{meta['data_bytes'] / 2**20:,.0f} MiB), median of {args.repeats} fresh-process run(s)"
     )
     caption = "seconds: the work only (imports excluded); peak RSS: VmHWM; ratio: median / floor"
-    print_summary(title, caption, summary, "floor")
-    if not args.smoke:  # no floor to compare with
-        print_targets(targets)
     problems = _report_verification(verified)
-    if meta["headrace_source_changed_during_run"]:
+    save(
+        "ingest_files",
+        args,
+        now,
+        {**meta, "summary": summary, "targets": targets, "verification": verified,
+         "profile": profile, "runs": runs},
+        (title, caption, "floor"),
+    )  # fmt: skip
+    failed = any(by_side[s].get("error") for s in HEADRACE_SIDES if s in by_side)
+    return 1 if failed or problems else 0
+
+
+def save(
+    name: str,
+    args: Any,
+    now: datetime,
+    document: dict[str, Any],
+    table: tuple[str, str, str],
+) -> None:
+    """Print the summary (title, caption, floor side) and targets; write the JSON results."""
+    title, caption, floor = table
+    print_summary(title, caption, document["summary"], floor)
+    if not args.smoke:  # no floor to compare with
+        print_targets(document["targets"])
+    if document["headrace_source_changed_during_run"]:
         print("warning: headrace's ingest code changed during the run: re-run", file=sys.stderr)
-    document = {
-        **meta,
-        "summary": summary,
-        "targets": targets,
-        "verification": verified,
-        "profile": profile,
-        "runs": runs,
-    }
     out = args.out or RESULTS / (
-        f"ingest_files-{now.date().isoformat()}{'-smoke' if args.smoke else ''}.json"
+        f"{name}-{now.date().isoformat()}{'-smoke' if args.smoke else ''}.json"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
     print(f"results written to {out}", file=sys.stderr)
-    failed = any(by_side[s].get("error") for s in HEADRACE_SIDES if s in by_side)
-    return 1 if failed or problems else 0
 
 
 def _report_verification(verified: dict[str, Any]) -> list[str]:
