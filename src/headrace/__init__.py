@@ -12,6 +12,7 @@ from headrace import errors
 from headrace.core import checks
 from headrace.core.context import NodeContext
 from headrace.core.contract import Check, Contract, Field, Severity
+from headrace.core.features import Aggregate, Entity, Feature, FeatureSet, FeatureView
 from headrace.core.graph import Graph
 from headrace.core.node import Node, NodeKind, RetryPolicy
 from headrace.core.partitions import DailyPartitions, PartitionScheme, StaticPartitions
@@ -21,17 +22,25 @@ from headrace.core.source import CsvOptions, FileSource, SqlSource, files, sql
 from headrace.engines.batch.executor import Executor, LocalExecutor
 from headrace.engines.batch.run import RunResult
 from headrace.errors import HeadraceError
+from headrace.project.features import FeatureStore, TrainingSet
+from headrace.project.online import OnlineFeatures
 from headrace.project.project import Project
 from headrace.project.settings import Settings
 from headrace.quality.validation import ValidationResult, validate, validate_stream
 
 __all__ = [
+    "Aggregate",
     "Check",
     "Contract",
     "CsvOptions",
     "DailyPartitions",
     "DatasetVersion",
+    "Entity",
     "Executor",
+    "Feature",
+    "FeatureSet",
+    "FeatureStore",
+    "FeatureView",
     "Field",
     "FileSource",
     "Graph",
@@ -42,6 +51,7 @@ __all__ = [
     "NodeKind",
     "NodeRunRecord",
     "NodeStatus",
+    "OnlineFeatures",
     "PartitionScheme",
     "Pipeline",
     "Project",
@@ -53,6 +63,7 @@ __all__ = [
     "Severity",
     "SqlSource",
     "StaticPartitions",
+    "TrainingSet",
     "ValidationResult",
     "checks",
     "errors",

@@ -16,7 +16,8 @@ so that the original traceback stays available (``headrace --debug``).
     │   ├── CycleError               the dependencies form a cycle
     │   ├── MissingConfigError       a node needs a config value nobody set
     │   ├── PartitionError           a partition key or range that does not fit the node
-    │   └── UnknownNodeError         a node or pipeline name that does not exist
+    │   ├── UnknownNodeError         a node or pipeline name that does not exist
+    │   └── FeatureDefinitionError   an entity, feature view or feature set is declared wrong
     ├── NodeExecutionError           a node's function failed (after its retries)
     │   └── NodeTimeoutError         a node ran longer than its timeout
     ├── RunFailedError               a run ended with failed nodes
@@ -27,6 +28,10 @@ so that the original traceback stays available (``headrace --debug``).
     │   ├── DatasetNotFoundError     no such dataset
     │   └── DatasetVersionNotFoundError  no such version of a dataset
     ├── MetadataError                the metadata database cannot be reached or migrated
+    ├── FeatureStoreError            a feature store request cannot be served
+    │   ├── UnknownFeatureError      no such view, feature, feature set, version or model
+    │   ├── EntityRowsError          entity rows/keys lack a join key or the time column
+    │   └── OnlineStoreError         the online store cannot be reached, read or written
     └── SourceError                  a source cannot be read (missing file, bad DSN, ...)
         └── SourceUnavailableError   a database stayed unreachable through every retry
 """
@@ -41,11 +46,15 @@ __all__ = [
     "DatasetNotFoundError",
     "DatasetVersionNotFoundError",
     "DuplicateNodeError",
+    "EntityRowsError",
+    "FeatureDefinitionError",
+    "FeatureStoreError",
     "HeadraceError",
     "MetadataError",
     "MissingConfigError",
     "NodeExecutionError",
     "NodeTimeoutError",
+    "OnlineStoreError",
     "PartitionError",
     "PipelineError",
     "ProjectNotFoundError",
@@ -54,6 +63,7 @@ __all__ = [
     "SchemaChangeError",
     "SourceError",
     "SourceUnavailableError",
+    "UnknownFeatureError",
     "UnknownInputError",
     "UnknownNodeError",
 ]
@@ -97,6 +107,10 @@ class PartitionError(PipelineError):
 
 class UnknownNodeError(PipelineError):
     """A node or pipeline name that does not exist was asked for."""
+
+
+class FeatureDefinitionError(PipelineError):
+    """An entity, feature view or feature set is declared wrong (found at declaration)."""
 
 
 class NodeExecutionError(HeadraceError):
@@ -153,3 +167,19 @@ class SourceError(HeadraceError):
 
 class SourceUnavailableError(SourceError):
     """A database stayed unreachable (or kept dropping the connection) through every retry."""
+
+
+class FeatureStoreError(HeadraceError):
+    """A feature store request (training set, lookup, materialisation) cannot be served."""
+
+
+class UnknownFeatureError(FeatureStoreError):
+    """No such feature view, feature, feature set, feature-set version or model binding."""
+
+
+class EntityRowsError(FeatureStoreError):
+    """Entity rows or lookup keys lack a join key or the timestamp column."""
+
+
+class OnlineStoreError(FeatureStoreError):
+    """The online store cannot be reached, read or written."""

@@ -14,7 +14,13 @@ from functools import cached_property
 from typing import Any
 
 from headrace.core.node import BindingKind, Node
-from headrace.errors import CycleError, MissingConfigError, UnknownInputError, UnknownNodeError
+from headrace.errors import (
+    CycleError,
+    FeatureDefinitionError,
+    MissingConfigError,
+    UnknownInputError,
+    UnknownNodeError,
+)
 
 __all__ = ["Graph"]
 
@@ -50,6 +56,8 @@ class Graph:
                     raise MissingConfigError(msg)
             if node.source is not None:
                 node.source.resolved(config, node=node.name)  # every {key} must be set
+            if node.features is not None:
+                _check_feature_source(node, by_name[node.features.source])
         order = _topological_order(pipeline, nodes)
         return cls(pipeline, tuple(by_name[name] for name in order), dict(config))
 
@@ -117,6 +125,24 @@ def _topological_order(pipeline: str, nodes: tuple[Node, ...]) -> list[str]:
         order.extend(ready)
         sorter.done(*ready)
     return order
+
+
+def _check_feature_source(node: Node, source: Node) -> None:
+    """A view's columns must exist in its source when the source's contract fixes them."""
+    view = node.features
+    contract = source.contract
+    if view is None or contract is None or contract.allow_extra_columns:
+        return
+    declared = {f.name for f in contract.fields}
+    missing = [c for c in view.source_columns if c not in declared]
+    if missing:
+        what = "event-time column" if view.event_time in missing else "column(s)"
+        msg = (
+            f"feature view {view.name!r}: its source {source.name!r} has no {what} "
+            f"{', '.join(repr(m) for m in missing)} (its contract declares: "
+            f"{', '.join(sorted(declared))}); fix event_time/keys/columns of the view"
+        )
+        raise FeatureDefinitionError(msg)
 
 
 def _unknown_input_message(node: Node, upstream: str, by_name: Mapping[str, Node]) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headrace.core.contract import Contract
+from headrace.core.features import FeatureView
 from headrace.core.partitions import PartitionScheme
 from headrace.core.source import SourceSpec
 
@@ -114,6 +115,8 @@ class Node:
     by content, so an unchanged read does not re-run anything downstream)."""
     source: SourceSpec | None = None
     """An ingest node's declared source (files or a database), read by a connector."""
+    features: FeatureView | None = None
+    """A feature view node: its output is the view's offline feature dataset."""
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -143,6 +146,8 @@ class Node:
         The hash covers the function's own source code (dedented), not the helpers it calls:
         set ``version=`` on the node to force a new hash when only a helper changed.
         """
+        if self.features is not None:
+            return self.features.fingerprint()  # the registry finds a view version's data by it
         digest = hashlib.blake2b(digest_size=16)
         digest.update(self.kind.value.encode())
         if self.version is not None:

@@ -22,11 +22,12 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 import polars as pl
 
 from headrace.core.contract import Contract
+from headrace.core.features import FeatureSet, FeatureView, check_views
 from headrace.core.graph import Graph
 from headrace.core.node import (
     CONTEXT_PARAMETER,
@@ -54,6 +55,7 @@ class Pipeline:
         self.name = name
         self.description = description
         self._nodes: dict[str, Node] = {}
+        self._feature_sets: dict[str, FeatureSet] = {}
 
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, nodes={len(self._nodes)})"
@@ -62,6 +64,16 @@ class Pipeline:
     def nodes(self) -> Mapping[str, Node]:
         """The declared nodes by name, in declaration order."""
         return dict(self._nodes)
+
+    @property
+    def feature_views(self) -> Mapping[str, FeatureView]:
+        """The declared feature views by name."""
+        return {n.name: n.features for n in self._nodes.values() if n.features is not None}
+
+    @property
+    def feature_sets(self) -> Mapping[str, FeatureSet]:
+        """The declared feature sets by name."""
+        return dict(self._feature_sets)
 
     # -- declaration -------------------------------------------------------------------------
 
@@ -212,6 +224,62 @@ class Pipeline:
                 source=source,
             )
         )
+
+    def features(self, view: FeatureView, *, description: str = "") -> FeatureView:
+        """Declare a feature view: a node computing the view over its source's history.
+
+        The node's output dataset (named like the view) holds one row per source row: the
+        entity keys, the event time (UTC), the created time when declared, and each feature
+        as of that event time. Runs are incremental: when the source only changed after some
+        event time, only the rows from that time on are recomputed (see
+        :mod:`headrace.core.features` for the window semantics).
+
+        Example:
+            >>> import headrace as hr
+            >>> p = hr.Pipeline("features_demo")
+            >>> p.ingest("trips", hr.files("data/trips.csv"))
+            >>> view = p.features(hr.FeatureView(
+            ...     "rider_stats", entity=hr.Entity("rider", ["rider_id"]), source="trips",
+            ...     event_time="ts", ttl="30d", features=[hr.Aggregate("fare", "mean", "7d")]))
+            >>> p.nodes["rider_stats"].inputs
+            ('trips',)
+
+        """
+        if not isinstance(cast("object", view), FeatureView):
+            msg = f"pipeline {self.name!r}: features() takes an hr.FeatureView, not {view!r}"
+            raise PipelineError(msg)
+        self._add(
+            Node(
+                name=view.name,
+                kind=NodeKind.TRANSFORM,
+                fn=None,
+                bindings=(Binding(view.source, BindingKind.INPUT, view.source),),
+                description=description
+                or view.description
+                or f"features of {view.entity.name} from {view.source}",
+                features=view,
+            )
+        )
+        return view
+
+    def feature_set(self, feature_set: FeatureSet) -> FeatureSet:
+        """Declare a feature set (the features one model uses); its views must be declared.
+
+        Example:
+            >>> import headrace as hr
+            >>> p = hr.Pipeline("fs_demo")
+            >>> p.feature_set(hr.FeatureSet("m", ["nowhere:x"]))
+            Traceback (most recent call last):
+              ...
+            headrace.errors.UnknownFeatureError: feature set 'm' uses view 'nowhere', ...
+
+        """
+        if feature_set.name in self._feature_sets:
+            msg = f"pipeline {self.name!r} already has a feature set {feature_set.name!r}"
+            raise PipelineError(msg)
+        check_views(self.feature_views.values(), [feature_set])
+        self._feature_sets[feature_set.name] = feature_set
+        return feature_set
 
     def validate(self, config: Mapping[str, Any] | None = None) -> Graph:
         """Check the definition and return its :class:`~headrace.core.graph.Graph`.

@@ -39,10 +39,12 @@ from headrace.engines.batch.task import TaskObserver
 from headrace.errors import (
     ConfigError,
     DatasetNotFoundError,
+    FeatureDefinitionError,
     PipelineError,
     ProjectNotFoundError,
     UnknownNodeError,
 )
+from headrace.project.features import FeatureStore
 from headrace.project.settings import SETTINGS_FILE, Settings, load_settings
 from headrace.quality.report import ReportingValidator
 from headrace.quality.validation import DEFAULT_GATE
@@ -116,8 +118,16 @@ class Project:
         """The versioned dataset store."""
         return DatasetStore(self.state_dir / "data")
 
+    @cached_property
+    def features(self) -> FeatureStore:
+        """The feature store: training sets, materialisation, online lookups, model bindings."""
+        return FeatureStore(self)
+
     def close(self) -> None:
         """Release database connections."""
+        if "features" in self.__dict__:
+            self.features.close()
+            del self.__dict__["features"]
         if "metadata" in self.__dict__:
             self.metadata.close()
             del self.__dict__["metadata"]
@@ -246,7 +256,11 @@ class Project:
         approve_breaking: Sequence[str] = (),
     ) -> BatchRun:
         """A validated, planned run ready to :meth:`~BatchRun.execute` (plan errors raise here)."""
-        graph = self.graph(pipeline, config)
+        chosen = pipeline if isinstance(pipeline, Pipeline) else self.pipeline(pipeline)
+        graph = self.graph(chosen, config)
+        self._check_feature_sources(graph)
+        if chosen.feature_views:
+            self.features.register(chosen)
         run_id = new_run_id()
         run = BatchRun(
             graph=graph,
@@ -267,6 +281,25 @@ class Project:
         )
         run.plan()  # plan-time errors (partitions) surface before anything runs
         return run
+
+    def _check_feature_sources(self, graph: Graph) -> None:
+        """Plan time: a feature view's columns must exist in its source's stored schema."""
+        for node in graph.nodes:
+            view = node.features
+            if view is None:
+                continue
+            stored = self.metadata.latest_version(view.source)
+            if stored is None:
+                continue  # computed in this run: checked when the view runs
+            missing = [c for c in view.source_columns if c not in stored.schema]
+            if missing:
+                what = "event-time column" if view.event_time in missing else "column(s)"
+                msg = (
+                    f"feature view {view.name!r}: its source dataset {view.source!r} has no "
+                    f"{what} {', '.join(repr(m) for m in missing)} (it has: "
+                    f"{', '.join(stored.schema)}); fix the view's event_time / keys / columns"
+                )
+                raise FeatureDefinitionError(msg)
 
     def _executor(self) -> Executor:
         kind = self.settings.executor.kind

@@ -19,6 +19,10 @@
     [quality]
     reports = true                   # an HTML report per validated node and run
 
+    [features]
+    online_store = "redis://127.0.0.1:6379/0"  # default: sqlite:///online.db in the state folder
+    memory_budget_mb = 2048          # training sets over more feature data join in buckets
+
     [config]                         # values handed to nodes' config parameters
     data_dir = "data"
 
@@ -98,6 +102,16 @@ class QualitySettings(_Section):
     """Write an HTML quality report per validated node and run (``.headrace/reports/RUN``)."""
 
 
+class FeatureSettings(_Section):
+    """``[features]``: the online store and the training-set memory budget."""
+
+    online_store: str | None = None
+    """``sqlite:///online.db`` (default, in the state folder), ``redis://host:6379/0`` or
+    ``postgresql://...``."""
+    memory_budget_mb: int = Field(default=2048, ge=16)
+    """Feature data larger than this is joined in hash buckets, one at a time."""
+
+
 class Settings(_Section):
     """All settings of a project."""
 
@@ -106,12 +120,13 @@ class Settings(_Section):
     metadata: MetadataSettings = Field(default_factory=MetadataSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
     config: dict[str, Any] = Field(default_factory=dict)
     sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """``[sources.NAME]`` tables: ingest nodes declared in the settings file."""
 
 
-_SECTIONS = ("project", "storage", "metadata", "executor", "quality", "config")
+_SECTIONS = ("project", "storage", "metadata", "executor", "quality", "features", "config")
 
 
 def load_settings(root: Path, environ: Mapping[str, str] | None = None) -> Settings:

@@ -142,8 +142,12 @@ class DatasetStore:
         partition: tuple[PartitionScheme, str] | None = None,
         append: bool = False,
         transaction: tuple[str, int] | None = None,
+        replace_where: str | None = None,
     ) -> WriteResult:
         """Commit ``frame`` as the next version of ``name``, atomically.
+
+        ``replace_where`` (a SQL predicate) replaces exactly the rows matching it by
+        ``frame``, whose rows must all match it (used to recompute a time range).
 
         Without ``partition`` the new version replaces the whole dataset (schema changes
         allowed). With ``(scheme, key)`` it replaces only that partition's rows; every row of
@@ -165,9 +169,21 @@ class DatasetStore:
         )
         path = self.path(name)
         with self._locks[name]:
-            whole = (partition is None and not append) or not self.exists(name)
+            whole = (partition is None and not append and replace_where is None) or not (
+                self.exists(name)
+            )
             try:
-                if append and not whole:
+                if replace_where is not None and not whole:
+                    table_schema = DeltaTable(path).schema().to_arrow().empty_table()
+                    frame = _aligned(name, frame, pl.DataFrame(table_schema).schema)
+                    write_deltalake(
+                        path,
+                        frame,
+                        mode="overwrite",
+                        predicate=replace_where,
+                        commit_properties=properties,
+                    )
+                elif append and not whole:
                     table_schema = DeltaTable(path).schema().to_arrow().empty_table()
                     frame = _aligned(name, frame, pl.DataFrame(table_schema).schema)
                     _add_file(path, frame, properties, mode="append")
@@ -343,6 +359,26 @@ class DatasetStore:
         for action in staged.actions:
             (self.path(staged.name) / action.path).unlink(missing_ok=True)
         staged.actions.clear()
+
+    def changed_files(
+        self, name: str, old_version: int, new_version: int
+    ) -> tuple[list[str], list[str]] | None:
+        """Data files added and removed between two versions (URIs), for incremental reads.
+
+        None when that cannot be told exactly: a version is gone, or a removed file was
+        already vacuumed (its rows can no longer be read).
+        """
+        if not (self._has_version(name, old_version) and self._has_version(name, new_version)):
+            return None
+        try:
+            old = set(DeltaTable(self.path(name), version=old_version).file_uris())
+            new = set(DeltaTable(self.path(name), version=new_version).file_uris())
+        except (DeltaError, TableNotFoundError, OSError, ValueError):
+            return None
+        removed = sorted(old - new)
+        if any(not Path(uri.removeprefix("file://")).exists() for uri in removed):
+            return None
+        return sorted(new - old), removed
 
     def transaction_version(self, name: str, app_id: str) -> int | None:
         """The last step that writer ``app_id`` committed to ``name`` (None: none yet)."""

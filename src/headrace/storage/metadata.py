@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -120,6 +120,14 @@ class MetadataStore:
                     time.sleep(0.05 * (attempt + 1))
                 else:
                     return
+
+    def writing(self) -> AbstractContextManager[sa.Connection]:
+        """A write transaction (serialised in this process); for the other stores on this DB."""
+        return self._write()
+
+    def reading(self) -> AbstractContextManager[sa.Connection]:
+        """A read connection; for the other stores on this database."""
+        return self._read()
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:

@@ -8,7 +8,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-__all__ = ["dataset_versions", "metadata", "node_runs", "quality_results", "runs"]
+__all__ = [
+    "dataset_versions",
+    "feature_sets",
+    "feature_views",
+    "materialisations",
+    "metadata",
+    "model_bindings",
+    "node_runs",
+    "quality_results",
+    "runs",
+    "training_sets",
+]
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -113,4 +124,60 @@ quality_results = sa.Table(
     sa.Column("quarantine_version", sa.BigInteger()),
     sa.Column("contract_schema", sa.JSON()),
     sa.Column("approved_changes", sa.JSON()),
+)
+
+feature_views = sa.Table(
+    "feature_views",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("definition", sa.JSON(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("name", "fingerprint", name="uq_feature_views_fingerprint"),
+)
+
+feature_sets = sa.Table(
+    "feature_sets",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("features", sa.JSON(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("name", "fingerprint", name="uq_feature_sets_fingerprint"),
+)
+
+model_bindings = sa.Table(
+    "model_bindings",
+    metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("model_version", sa.String(100), primary_key=True),
+    sa.Column("feature_set", sa.String(200), nullable=False),
+    sa.Column("feature_set_version", sa.Integer(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+materialisations = sa.Table(
+    "materialisations",
+    metadata,
+    sa.Column("store", sa.String(300), primary_key=True),
+    sa.Column("view", sa.String(200), primary_key=True),
+    sa.Column("view_version", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("dataset_version", sa.BigInteger(), nullable=False),
+    sa.Column("as_of", UTCDateTime()),
+    sa.Column("rows", sa.BigInteger(), nullable=False),
+    sa.Column("materialised_at", UTCDateTime(), nullable=False),
+)
+
+training_sets = sa.Table(
+    "training_sets",
+    metadata,
+    sa.Column("training_set_id", sa.String(64), primary_key=True),
+    sa.Column("feature_set", sa.String(200), nullable=False, index=True),
+    sa.Column("feature_set_version", sa.Integer(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("rows", sa.BigInteger(), nullable=False),
+    sa.Column("inputs", sa.JSON(), nullable=False),
+    sa.Column("options", sa.JSON(), nullable=False),
 )

@@ -112,11 +112,23 @@ class DatasetWriter(Protocol):
         partition: tuple[PartitionScheme, str] | None = None,
         append: bool = False,
         transaction: tuple[str, int] | None = None,
+        replace_where: str | None = None,
     ) -> Written:
         """Commit ``frame`` as a new version (whole dataset, one partition, or appended).
 
-        ``transaction=(app_id, n)`` tags the commit as step ``n`` of writer ``app_id``.
+        ``transaction=(app_id, n)`` tags the commit as step ``n`` of writer ``app_id``;
+        ``replace_where`` (SQL) replaces only the rows matching it.
         """
+        ...
+
+    def changed_files(
+        self, name: str, old_version: int, new_version: int
+    ) -> tuple[list[str], list[str]] | None:
+        """Data files (added, removed) between two versions; None when it cannot be told."""
+        ...
+
+    def commit_metadata(self, name: str, version: int) -> dict[str, str]:
+        """The headrace commit metadata of one version."""
         ...
 
     def stage(self, name: str, frames: Iterable[pl.DataFrame]) -> Any:

@@ -211,6 +211,10 @@ class TaskRunner:
             from headrace.engines.batch.ingest_step import IngestStep  # it builds on this module
 
             return IngestStep(self).run(task, started, cache_key, code_hash, reason)
+        if node.features is not None:
+            from headrace.engines.batch.feature_step import FeatureStep  # it builds on this too
+
+            return FeatureStep(self).run(task, started, cache_key, code_hash, reason)
         try:
             attempted = self._attempt(task, {k: load() for k, load in inputs.items()}, config)
         except _AttemptsFailed as failed:

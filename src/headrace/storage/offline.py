@@ -1,0 +1,228 @@
+"""The offline store's point-in-time join: training sets from feature datasets.
+
+For each entity row with timestamp ``t`` and each requested feature of a view, the value is
+taken from the view's row with the **latest event time <= t** among that entity's rows, and
+only if that event time is **>= t - ttl** (both bounds inclusive). Rows sharing that event time
+are ordered by created time (newest wins, then the last read). With ``created_cutoff`` a row
+also needs created time <= ``t`` (a value recorded after ``t`` did not exist at ``t``, even if it
+describes an earlier event), and the newest such row by (event time, created time) wins.
+
+The output has exactly one row per entity row, in the input order, with nulls where nothing
+qualifies. Entity rows with a null key or a null timestamp get nulls and are counted.
+
+Implementation: a sort-merge as-of join per view (Polars ``join_asof`` with ``by`` keys), never
+a per-key cartesian product. ``created_cutoff`` becomes one more as-of join: with
+``available = max(event time, created time)``, the qualifying rows at ``t`` are exactly those
+with ``available <= t``, so a running maximum of the (event, created) order over rows sorted
+by ``available`` gives the answer at every ``t``. When the feature data is larger than the
+memory budget, each view is joined in hash buckets of its entity keys, one bucket in memory
+at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import polars as pl
+
+from headrace.core.features import FeatureView
+from headrace.errors import EntityRowsError
+
+__all__ = ["JoinStats", "ViewSlice", "point_in_time_join", "utc_time"]
+
+ROW = "_hr_row"
+_ORD = "_hr_ord"
+_AVAIL = "_hr_avail"
+_BEST = "_hr_best"
+_EVENT = "_hr_event"
+_BUCKET = "_hr_bucket"
+
+
+@dataclass(frozen=True)
+class ViewSlice:
+    """The part of one view a training set reads."""
+
+    view: FeatureView
+    data: pl.LazyFrame
+    """The view's offline dataset (one version of it)."""
+    features: tuple[str, ...]
+    columns: tuple[str, ...]
+    """Output column name per feature."""
+    size_bytes: int = 0
+    """Estimated in-memory size of ``data`` (decides bucketing; 0 = small)."""
+
+
+@dataclass(frozen=True)
+class JoinStats:
+    """What the join saw."""
+
+    rows: int
+    unusable_rows: int
+    """Entity rows with a null key or timestamp (their features are null)."""
+    buckets: dict[str, int]
+    """Hash buckets used per view (1 = all in memory at once)."""
+
+
+def utc_time(column: str, dtype: pl.DataType, *, what: str) -> pl.Expr:
+    """``column`` as Datetime(us, UTC): naive taken as UTC, zoned converted, dates at midnight."""
+    col = pl.col(column)
+    if isinstance(dtype, pl.Datetime):
+        col = (
+            col.dt.replace_time_zone("UTC")
+            if dtype.time_zone is None
+            else col.dt.convert_time_zone("UTC")
+        )
+        return col.dt.cast_time_unit("us")
+    if dtype == pl.Date:
+        return col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    if dtype == pl.String:
+        return col.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
+    msg = f"{what}: column {column!r} is {dtype}, not a timestamp; give ISO-8601 times"
+    raise EntityRowsError(msg)
+
+
+def point_in_time_join(
+    entity_rows: pl.DataFrame,
+    time_column: str,
+    slices: Sequence[ViewSlice],
+    *,
+    created_cutoff: bool = False,
+    memory_budget: int = 2 << 30,
+) -> tuple[pl.DataFrame, JoinStats]:
+    """``entity_rows`` with one column per requested feature, point-in-time correct."""
+    _check_columns(entity_rows, time_column, slices)
+    rows = entity_rows.with_row_index(ROW).with_columns(
+        utc_time(time_column, entity_rows.schema[time_column], what="entity rows")
+    )
+    all_keys = list(dict.fromkeys(k for s in slices for k in s.view.entity.keys))
+    usable = pl.all_horizontal(pl.col(c).is_not_null() for c in [time_column, *all_keys])
+    unusable = rows.height - int(rows.select(usable.sum()).item())
+    left = rows.select(ROW, time_column, *all_keys).sort(time_column, nulls_last=True)
+    result = rows
+    buckets: dict[str, int] = {}
+    for part in slices:
+        count = max(1, math.ceil(part.size_bytes / memory_budget)) if memory_budget else 1
+        buckets[part.view.name] = count
+        joined = _join_view(left, time_column, part, created_cutoff, count)
+        result = result.join(joined, on=ROW, how="left", maintain_order="left")
+    out = result.sort(ROW).drop(ROW)
+    out = out.with_columns(entity_rows[time_column])  # the caller's time column, untouched
+    return out, JoinStats(rows=rows.height, unusable_rows=unusable, buckets=buckets)
+
+
+def _check_columns(
+    entity_rows: pl.DataFrame, time_column: str, slices: Sequence[ViewSlice]
+) -> None:
+    if time_column not in entity_rows.columns:
+        msg = (
+            f"entity rows have no timestamp column {time_column!r} (they have: "
+            f"{', '.join(entity_rows.columns)}); pass the column with timestamp=..."
+        )
+        raise EntityRowsError(msg)
+    for part in slices:
+        missing = [k for k in part.view.entity.keys if k not in entity_rows.columns]
+        if missing:
+            msg = (
+                f"entity rows lack join key(s) {missing} of entity {part.view.entity.name!r} "
+                f"(view {part.view.name!r}); they have: {', '.join(entity_rows.columns)}"
+            )
+            raise EntityRowsError(msg)
+
+
+def _join_view(
+    left: pl.DataFrame, time_column: str, part: ViewSlice, created_cutoff: bool, buckets: int
+) -> pl.DataFrame:
+    """``_hr_row`` + this view's feature columns for every row of ``left``."""
+    view = part.view
+    keys = list(view.entity.keys)
+    schema = part.data.collect_schema()
+    left = left.select(ROW, time_column, *keys).with_columns(
+        pl.col(k).cast(schema[k], strict=False) for k in keys
+    )
+    outputs = []
+    for bucket in range(buckets):
+        mine = left
+        data = part.data
+        if buckets > 1:
+            mine = left.filter(_bucket_of(keys, buckets) == bucket)
+            data = data.filter(_bucket_of(keys, buckets) == bucket)
+        outputs.append(_join_bucket(mine, time_column, view, part, data, created_cutoff))
+    return pl.concat(outputs) if len(outputs) > 1 else outputs[0]
+
+
+def _bucket_of(keys: list[str], buckets: int) -> pl.Expr:
+    return pl.struct(keys).hash(seed=7) % buckets
+
+
+def _join_bucket(  # noqa: PLR0917 - private
+    left: pl.DataFrame,
+    time_column: str,
+    view: FeatureView,
+    part: ViewSlice,
+    data: pl.LazyFrame,
+    created_cutoff: bool,
+) -> pl.DataFrame:
+    keys = list(view.entity.keys)
+    event = view.event_time
+    created = view.created_time
+    renames = dict(zip(part.features, part.columns, strict=True))
+    order = [event] + ([created] if created else [])
+    wanted = [*keys, *order, *part.features]
+    right = data.select(wanted).filter(pl.col(event).is_not_null()).collect(engine="streaming")
+    right = right.sort(order, nulls_last=False, maintain_order=True)
+    ttl = view.ttl_delta
+    if created_cutoff and created:
+        picked = _join_created_cutoff(left, time_column, keys, event, created, right)
+    else:
+        picked = left.join_asof(
+            right.select(*keys, pl.col(event).alias(_EVENT), event, *part.features),
+            left_on=time_column,
+            right_on=event,
+            by=keys,
+            strategy="backward",
+            check_sortedness=False,
+        )
+    fresh = pl.col(_EVENT) >= pl.col(time_column) - pl.lit(ttl, dtype=pl.Duration("us"))
+    return picked.select(
+        ROW,
+        *[pl.when(fresh).then(pl.col(f)).otherwise(None).alias(renames[f]) for f in part.features],
+    )
+
+
+def _join_created_cutoff(  # noqa: PLR0917 - private
+    left: pl.DataFrame,
+    time_column: str,
+    keys: list[str],
+    event: str,
+    created: str,
+    right: pl.DataFrame,
+) -> pl.DataFrame:
+    """As-of join where a row also needs created time <= t (see the module docstring)."""
+    ordered = right.with_row_index(_ORD)  # sorted by (event, created): _ORD follows that order
+    never = pl.lit(None, dtype=pl.Datetime("us", "UTC"))
+    available = ordered.select(
+        *keys,
+        _ORD,
+        pl.max_horizontal(pl.col(event), pl.coalesce(pl.col(created), never)).alias(_AVAIL),
+    ).sort(_AVAIL, maintain_order=True)
+    running = available.with_columns(pl.col(_ORD).cum_max().over(keys).alias(_BEST))
+    joined = left.join_asof(
+        running.select(*keys, _AVAIL, _BEST),
+        left_on=time_column,
+        right_on=_AVAIL,
+        by=keys,
+        strategy="backward",
+        check_sortedness=False,
+    )
+    values = ordered.drop(*keys).rename({event: _EVENT}).drop(created)
+    return joined.join(
+        values, left_on=_BEST, right_on=_ORD, how="left", maintain_order="left"
+    ).drop(_AVAIL, _BEST)
+
+
+def ttl_seconds(view: FeatureView) -> float:
+    """The view's TTL in seconds (for messages and statuses)."""
+    return view.ttl_delta / timedelta(seconds=1)
