@@ -47,12 +47,23 @@ def setup() -> None:
     STAMP.write_text(wanted)
 
 
+AS_OF = "2013-12-30T23:30:00"
+"""The flights data ends in 2013: the example materialises and looks up features as of then."""
+
+
 def example() -> None:
     """Run the flights example end to end, then list its datasets."""
     project = ROOT / "examples" / "flights"
-    run(BIN / "headrace", "--project", project, "run")
-    run(BIN / "headrace", "--project", project, "datasets")
-    print(f"\nreports written to {project / 'out'}")
+    headrace = (BIN / "headrace", "--project", project)
+    run(*headrace, "run")
+    run(*headrace, "datasets")
+    out = project / "out"
+    run(*headrace, "features", "training-set", out / "arrival_delay_entities.parquet",
+        "--feature-set", "arrival_delay", "--out", out / "arrival_delay_training.parquet")
+    run(*headrace, "features", "materialize", "--as-of", AS_OF)
+    run(*headrace, "features", "get", "carrier=UA", "origin=EWR", "tailnum=N14228",
+        "--feature-set", "arrival_delay", "--as-of", AS_OF)
+    print(f"\nreports and the training set written to {out}")
     print(f"next: .venv/bin/headrace --project {project.relative_to(ROOT)} runs")
 
 

@@ -93,6 +93,76 @@ def _weather_raw(data: str) -> pl.DataFrame:
     return hr.validate(frame, flights.WEATHER_ROWS).valid
 
 
+def _rolled(
+    source: pl.DataFrame, keys: list[str], windows: dict[str, list[pl.Expr]], rows: list[pl.Expr]
+) -> pl.DataFrame:
+    """Hand-written feature view: per key, aggregations over (t - window, t] at every row."""
+    data = source.filter(pl.all_horizontal(pl.col(k).is_not_null() for k in [*keys, "time_hour"]))
+    data = data.sort([*keys, "time_hour"], maintain_order=True)
+    out = data.select(*keys, "time_hour", *rows)
+    for window, aggregations in windows.items():
+        rolled = data.rolling(
+            index_column="time_hour", period=window, closed="right", group_by=keys
+        ).agg(aggregations)
+        out = out.hstack(rolled.drop(*keys, "time_hour").get_columns())
+    return out
+
+
+def _carrier_delays(flights_clean: pl.DataFrame) -> pl.DataFrame:
+    dep, arr = pl.col("dep_delay"), pl.col("arr_delay")
+    return _rolled(
+        flights_clean,
+        ["carrier"],
+        {
+            "7d": [dep.mean().alias("dep_delay_mean_7d"), dep.std().alias("dep_delay_std_7d")],
+            "30d": [arr.mean().alias("arr_delay_mean_30d")],
+            "1d": [pl.len().alias("flights_1d"), pl.col("cancelled").sum().alias("c_1d")],
+        },
+        [],
+    )
+
+
+def _origin_delays(flights_clean: pl.DataFrame) -> pl.DataFrame:
+    dep = pl.col("dep_delay")
+    return _rolled(
+        flights_clean,
+        ["origin"],
+        {
+            "3h": [dep.mean().alias("dep_delay_mean_3h"), pl.len().alias("flights_3h")],
+            "1d": [
+                dep.max().alias("dep_delay_max_1d"),
+                pl.col("dest").drop_nulls().n_unique().alias("destinations_1d"),
+            ],
+        },
+        [],
+    )
+
+
+def _plane_history(flights_clean: pl.DataFrame) -> pl.DataFrame:
+    return _rolled(
+        flights_clean,
+        ["tailnum"],
+        {
+            "30d": [
+                pl.len().alias("flights_30d"),
+                pl.col("arr_delay").mean().alias("arr_delay_mean_30d"),
+                pl.col("distance").sum().alias("miles_30d"),
+                pl.col("dest").drop_nulls().last().alias("last_dest"),
+            ]
+        },
+        [],
+    )
+
+
+def _origin_weather(weather_clean: pl.DataFrame) -> pl.DataFrame:
+    return _rolled(
+        weather_clean,
+        ["origin"],
+        {"3h": [pl.col("precip").sum().alias("precip_3h")]},
+        [pl.col("temp"), pl.col("wind_speed"), pl.col("visib"), (pl.col("precip") > 0).alias("r")],
+    )
+
+
 def run(data_dir: Path, out_dir: Path) -> dict[str, Any]:
     """Run the whole pipeline by hand; returns seconds and rows per step."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -140,11 +210,18 @@ def run(data_dir: Path, out_dir: Path) -> dict[str, Any]:
         delay_threshold_min=DELAY_THRESHOLD_MIN,  # config values are keyword arguments
     )
     carrier_monthly = persist("carrier_monthly", _carrier_monthly, flights_clean, airlines_raw)
+    persist("carrier_delays", _carrier_delays, flights_clean)
+    persist("origin_delays", _origin_delays, flights_clean)
+    persist("plane_history", _plane_history, flights_clean)
+    persist("origin_weather", _origin_weather, weather_clean)
     del flights_clean, weather_clean, planes_clean, airlines_raw
 
     delay_by_weather = persist(
         "delay_by_weather", flights.delay_by_weather, flights_enriched.lazy()
     )
+    started = time.perf_counter()
+    flights.export_training_entities(flights_enriched.lazy(), str(out_dir.resolve()))
+    steps["export_training_entities"] = time.perf_counter() - started
     del flights_enriched
 
     started = time.perf_counter()

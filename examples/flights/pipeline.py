@@ -5,9 +5,16 @@
     weather_raw  ->  weather_clean  --^                       carrier_monthly (SQL, all flights)
     planes_raw   ->  planes_clean   --^
     airlines_raw, airports_raw      --^
+                                         features (point-in-time, per entity)
+    flights_clean  ->  carrier_delays, origin_delays, plane_history
+    weather_clean  ->  origin_weather                  -> feature set "arrival_delay"
 
 flights_enriched is the training table: it carries a data contract, so flights without a
 label (cancelled, diverted) and malformed rows go to flights_enriched__quarantine.
+The feature views compute trailing delay statistics per carrier, origin airport and plane,
+and the weather at the origin, as of every scheduled departure hour; the feature set
+``arrival_delay`` is what an arrival-delay model trains on (``headrace features
+training-set``) and is served with (``headrace features get`` / ``headrace serve``).
 
 The flights nodes are partitioned by UTC day of ``time_hour``: ``headrace run --partition
 2013-01-05`` recomputes that day only. Each function below is a plain function of frames; the
@@ -274,3 +281,120 @@ def export_reports(
     folder.mkdir(parents=True, exist_ok=True)
     carrier_monthly.write_csv(folder / "carrier_monthly.csv")
     delay_by_weather.write_csv(folder / "delay_by_weather.csv")
+
+
+# -- features ------------------------------------------------------------------------------
+# Event time of a flight is its scheduled departure hour (time_hour): a window "as of t"
+# covers the flights scheduled in (t - window, t]. A model predicting a flight's arrival delay
+# should ask for the features a little before departure (the README uses t = time_hour - 1h),
+# so that the flight itself and its hour are not in its own features.
+
+CARRIER = hr.Entity("carrier", ["carrier"], description="An airline (two-letter code)")
+AIRPORT = hr.Entity("airport", ["origin"], description="A NYC departure airport")
+PLANE = hr.Entity("plane", ["tailnum"], description="An aircraft by tail number")
+
+pipeline.features(
+    hr.FeatureView(
+        "carrier_delays",
+        entity=CARRIER,
+        source="flights_clean",
+        event_time="time_hour",
+        ttl="7d",
+        features=[
+            hr.Aggregate("dep_delay", "mean", "7d"),
+            hr.Aggregate("dep_delay", "stddev", "7d"),
+            hr.Aggregate("arr_delay", "mean", "30d"),
+            hr.Aggregate(None, "count", "1d", name="flights_1d"),
+            hr.Aggregate("cancelled", "sum", "1d", name="cancelled_1d"),
+        ],
+        description="Trailing delay statistics per airline",
+    )
+)
+pipeline.features(
+    hr.FeatureView(
+        "origin_delays",
+        entity=AIRPORT,
+        source="flights_clean",
+        event_time="time_hour",
+        ttl="1d",
+        features=[
+            hr.Aggregate("dep_delay", "mean", "3h"),
+            hr.Aggregate("dep_delay", "max", "1d"),
+            hr.Aggregate(None, "count", "3h", name="flights_3h"),
+            hr.Aggregate("dest", "distinct_count", "1d", name="destinations_1d"),
+        ],
+        description="Congestion at the departure airport",
+    )
+)
+pipeline.features(
+    hr.FeatureView(
+        "plane_history",
+        entity=PLANE,
+        source="flights_clean",
+        event_time="time_hour",
+        ttl="30d",
+        features=[
+            hr.Aggregate(None, "count", "30d", name="flights_30d"),
+            hr.Aggregate("arr_delay", "mean", "30d"),
+            hr.Aggregate("distance", "sum", "30d", name="miles_30d"),
+            hr.Aggregate("dest", "last", "30d", name="last_dest"),
+        ],
+        description="Recent use of each aircraft",
+    )
+)
+pipeline.features(
+    hr.FeatureView(
+        "origin_weather",
+        entity=AIRPORT,
+        source="weather_clean",
+        event_time="time_hour",
+        ttl="2h",
+        features=[
+            hr.Feature("temp", pl.col("temp")),
+            hr.Feature("wind_speed", pl.col("wind_speed")),
+            hr.Feature("visib", pl.col("visib")),
+            hr.Feature("raining", pl.col("precip") > 0),
+            hr.Aggregate("precip", "sum", "3h", name="precip_3h"),
+        ],
+        description="Weather at the departure airport",
+    )
+)
+pipeline.feature_set(
+    hr.FeatureSet(
+        "arrival_delay",
+        [
+            "carrier_delays:dep_delay_mean_7d",
+            "carrier_delays:dep_delay_stddev_7d",
+            "carrier_delays:arr_delay_mean_30d",
+            "carrier_delays:flights_1d",
+            "carrier_delays:cancelled_1d",
+            "origin_delays:dep_delay_mean_3h",
+            "origin_delays:dep_delay_max_1d",
+            "origin_delays:flights_3h",
+            "origin_delays:destinations_1d",
+            "plane_history:flights_30d",
+            "plane_history:arr_delay_mean_30d",
+            "plane_history:miles_30d",
+            "origin_weather:temp",
+            "origin_weather:wind_speed",
+            "origin_weather:visib",
+            "origin_weather:raining",
+            "origin_weather:precip_3h",
+        ],
+        description="Features of the arrival-delay model",
+    )
+)
+
+
+@pipeline.sink(config=["out_dir"])
+def export_training_entities(flights_enriched: pl.LazyFrame, out_dir: str) -> None:
+    """Entity rows of the arrival-delay model: keys, feature time (1 h before) and the label."""
+    folder = _dir(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    flights_enriched.select(
+        "carrier",
+        "origin",
+        "tailnum",
+        event_timestamp=pl.col("time_hour") - pl.duration(hours=1),
+        arr_delay=pl.col("arr_delay"),
+    ).sink_parquet(folder / "arrival_delay_entities.parquet")

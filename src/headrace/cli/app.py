@@ -4,20 +4,35 @@ from __future__ import annotations
 
 import enum
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import polars as pl
 import typer
-from rich.console import Console
 
 from headrace.cli import views
+from headrace.cli.features import features_app, serve_project
+from headrace.cli.shared import (
+    FormatOption,
+    OutputFormat,
+    ProjectOption,
+)
+from headrace.cli.shared import (
+    err as _err,
+)
+from headrace.cli.shared import (
+    open_project as _project,
+)
+from headrace.cli.shared import (
+    out as _out,
+)
+from headrace.cli.shared import (
+    state as _state,
+)
 from headrace.core import render
 from headrace.core.records import RunStatus
 from headrace.core.redaction import redact
 from headrace.errors import ConfigError, HeadraceError
-from headrace.project.project import Project
 from headrace.project.scaffold import scaffold
 
 __all__ = ["app", "main"]
@@ -34,13 +49,7 @@ runs_app = typer.Typer(help="List runs, or show one run's nodes.", no_args_is_he
 datasets_app = typer.Typer(help="List datasets, show one, or its version history.")
 app.add_typer(runs_app, name="runs")
 app.add_typer(datasets_app, name="datasets")
-
-
-class OutputFormat(enum.StrEnum):
-    """How listings print."""
-
-    table = "table"
-    json = "json"
+app.add_typer(features_app, name="features")
 
 
 class DagFormat(enum.StrEnum):
@@ -52,26 +61,6 @@ class DagFormat(enum.StrEnum):
     json = "json"
 
 
-@dataclass
-class _State:
-    project_dir: Path | None = None
-    debug: bool = False
-
-
-_state = _State()
-# Piped output is not cut to 80 columns: tables stay one line per row in logs and files.
-_out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-_err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
-
-ProjectOption = Annotated[
-    Path | None,
-    typer.Option("--project", "-p", help="Project folder (default: here or the nearest above)."),
-]
-FormatOption = Annotated[
-    OutputFormat, typer.Option("--format", "-f", help="table for people, json for scripts.")
-]
-
-
 @app.callback()
 def _root(
     project: ProjectOption = None,
@@ -80,10 +69,6 @@ def _root(
     """ML data pipelines: versioned datasets, run records, caching and partitions."""
     _state.project_dir = project
     _state.debug = debug
-
-
-def _project(project: Path | None) -> Project:
-    return Project.open(project or _state.project_dir)
 
 
 @app.command()
@@ -453,6 +438,16 @@ def profile(
         name = path.stem if path.suffix else data
         contract_out.write_text(contract_to_yaml(suggest_contract(frame, name)), encoding="utf-8")
         _err.print(f"suggested contract written to {contract_out}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    project: ProjectOption = None,
+) -> None:
+    """Run the HTTP service: feature serving and the registry API (OpenAPI at /docs)."""
+    serve_project(project, host, port)
 
 
 @app.command()

@@ -116,7 +116,7 @@ def duration_text(value: timedelta) -> str:
     ('7d', '90m')
     """
     seconds = int(value.total_seconds())
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
@@ -204,11 +204,13 @@ class Aggregate:
         if self.column is None and self.function != "count":
             msg = f"aggregation {self.function!r} needs a column (only 'count' counts rows)"
             raise FeatureDefinitionError(msg)
-        window = parse_duration(self.window, what=f"window of {self.function}({self.column})")
+        written = self.window
+        window = parse_duration(written, what=f"window of {self.function}({self.column})")
         object.__setattr__(self, "window", window)
         if not self.name:
             stem = self.column if self.column is not None else ""
-            parts = [p for p in (stem, self.function, duration_text(window)) if p]
+            label = written.replace(" ", "").lower() if isinstance(written, str) else ""
+            parts = [p for p in (stem, self.function, label or duration_text(window)) if p]
             object.__setattr__(self, "name", "_".join(parts))
         _check_name(self.name, what="feature")
 

@@ -1,0 +1,1 @@
+"""The HTTP service: feature serving and the REST API."""
