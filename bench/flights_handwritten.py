@@ -104,6 +104,7 @@ def _rolled(
         rolled = data.rolling(
             index_column="time_hour", period=window, closed="right", group_by=keys
         ).agg(aggregations)
+        rolled = rolled.sort(keys, maintain_order=True)  # groups come out in any order
         out = out.hstack(rolled.drop(*keys, "time_hour").get_columns())
     return out
 

@@ -16,6 +16,7 @@ import pytest
 POSTGRES_ADMIN_URL = os.environ.get(
     "HEADRACE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+REDIS_URL = os.environ.get("HEADRACE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 MYSQL_ADMIN = {
     "host": os.environ.get("HEADRACE_TEST_MYSQL_HOST", "127.0.0.1"),
     "port": int(os.environ.get("HEADRACE_TEST_MYSQL_PORT", "3306")),
@@ -62,6 +63,21 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The URL of the real Redis server (127.0.0.1:6379 by default); tests use their own prefix."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        _service_unavailable("Redis", str(exc).strip(), "HEADRACE_TEST_REDIS_URL")
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
 def mysql_server() -> dict[str, object]:
     """Admin connection settings of the real MariaDB/MySQL server (127.0.0.1:3306 by default)."""
     import pymysql
@@ -100,3 +116,54 @@ def project(tmp_path: Path) -> Iterator[object]:
 
     with hr.Project.create(tmp_path / "project") as proj:
         yield proj
+
+
+FEATURE_PIPELINE = '''
+"""A small shop: payments, a feature view of spend per user, a feature set for a model."""
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+
+import headrace as hr
+
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+pipeline = hr.Pipeline("shop")
+
+
+@pipeline.source(cache=True)
+def payments() -> pl.DataFrame:
+    rows = [("ada", 0, 10.0), ("ada", 2, 30.0), ("bob", 1, 5.0), ("ada", 26, 2.0),
+            ("cy", 3, 1.0)]
+    return pl.DataFrame({
+        "user": [r[0] for r in rows],
+        "ts": [T0 + timedelta(hours=r[1]) for r in rows],
+        "amount": [r[2] for r in rows],
+        "country": ["fr", "fr", "de", "fr", None],
+    })
+
+
+pipeline.features(hr.FeatureView(
+    "spend", entity=hr.Entity("user", ["user"]), source="payments", event_time="ts",
+    ttl="1d",
+    features=[
+        hr.Aggregate("amount", "sum", "1d", name="spend_1d"),
+        hr.Aggregate(None, "count", "1d", name="payments_1d"),
+        hr.Feature("big", pl.col("amount") > 20),
+        hr.Feature("country", pl.col("country")),
+    ],
+))
+pipeline.feature_set(hr.FeatureSet(
+    "fraud", ["spend:spend_1d", "spend:payments_1d", "spend:big", "spend:country"]))
+'''
+
+
+@pytest.fixture
+def feature_project(tmp_path: Path) -> Path:
+    """A project folder whose pipeline declares a feature view and a feature set (not run)."""
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    (folder / "headrace.toml").write_text(
+        '[project]\nname = "shop"\npipelines = ["pipeline.py"]\n', encoding="utf-8"
+    )
+    (folder / "pipeline.py").write_text(FEATURE_PIPELINE, encoding="utf-8")
+    return folder

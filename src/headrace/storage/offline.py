@@ -25,6 +25,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Literal
 
 import polars as pl
 
@@ -101,15 +102,17 @@ def point_in_time_join(
     usable = pl.all_horizontal(pl.col(c).is_not_null() for c in [time_column, *all_keys])
     unusable = rows.height - int(rows.select(usable.sum()).item())
     left = rows.select(ROW, time_column, *all_keys).sort(time_column, nulls_last=True)
-    result = rows
+    pieces = [left.select(ROW)]
     buckets: dict[str, int] = {}
     for part in slices:
         count = max(1, math.ceil(part.size_bytes / memory_budget)) if memory_budget else 1
         buckets[part.view.name] = count
         joined = _join_view(left, time_column, part, created_cutoff, count)
-        result = result.join(joined, on=ROW, how="left", maintain_order="left")
-    out = result.sort(ROW).drop(ROW)
-    out = out.with_columns(entity_rows[time_column])  # the caller's time column, untouched
+        if count > 1:  # buckets come back one after the other: put them in ``left``'s order
+            joined = pieces[0].join(joined, on=ROW, how="left", maintain_order="left")
+        pieces.append(joined.drop(ROW))  # one bucket: already in ``left``'s order
+    features = pl.concat(pieces, how="horizontal").sort(ROW).drop(ROW)
+    out = pl.concat([entity_rows, features], how="horizontal")
     return out, JoinStats(rows=rows.height, unusable_rows=unusable, buckets=buckets)
 
 
@@ -149,7 +152,9 @@ def _join_view(
         if buckets > 1:
             mine = left.filter(_bucket_of(keys, buckets) == bucket)
             data = data.filter(_bucket_of(keys, buckets) == bucket)
-        outputs.append(_join_bucket(mine, time_column, view, part, data, created_cutoff))
+        # several buckets: the streaming engine reads only one bucket's rows into memory
+        engine: Literal["auto", "streaming"] = "streaming" if buckets > 1 else "auto"
+        outputs.append(_join_bucket(mine, time_column, view, part, data, created_cutoff, engine))
     return pl.concat(outputs) if len(outputs) > 1 else outputs[0]
 
 
@@ -164,6 +169,7 @@ def _join_bucket(  # noqa: PLR0917 - private
     part: ViewSlice,
     data: pl.LazyFrame,
     created_cutoff: bool,
+    engine: Literal["auto", "streaming"],
 ) -> pl.DataFrame:
     keys = list(view.entity.keys)
     event = view.event_time
@@ -171,8 +177,9 @@ def _join_bucket(  # noqa: PLR0917 - private
     renames = dict(zip(part.features, part.columns, strict=True))
     order = [event] + ([created] if created else [])
     wanted = [*keys, *order, *part.features]
-    right = data.select(wanted).filter(pl.col(event).is_not_null()).collect(engine="streaming")
-    right = right.sort(order, nulls_last=False, maintain_order=True)
+    right = data.select(wanted).filter(pl.col(event).is_not_null()).collect(engine=engine)
+    if not _in_order(right, event, created):  # feature datasets are stored in this order
+        right = right.sort(order, nulls_last=False, maintain_order=True)
     ttl = view.ttl_delta
     if created_cutoff and created:
         picked = _join_created_cutoff(left, time_column, keys, event, created, right)
@@ -190,6 +197,20 @@ def _join_bucket(  # noqa: PLR0917 - private
         ROW,
         *[pl.when(fresh).then(pl.col(f)).otherwise(None).alias(renames[f]) for f in part.features],
     )
+
+
+def _in_order(frame: pl.DataFrame, event: str, created: str | None) -> bool:
+    """True when ``frame`` is sorted by event time, then created time (nulls first)."""
+    if not frame[event].is_sorted():
+        return False
+    if created is None:
+        return True
+    times = frame[event]
+    tie = times == times.shift(1)
+    created_col = frame[created]
+    backwards = created_col < created_col.shift(1)
+    null_after_value = created_col.is_null() & created_col.shift(1).is_not_null()
+    return not bool((tie & (backwards | null_after_value)).any())
 
 
 def _join_created_cutoff(  # noqa: PLR0917 - private

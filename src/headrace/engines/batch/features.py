@@ -106,11 +106,17 @@ def compute_view(
     for aggregate in view.aggregates:
         by_window[aggregate.period].append(aggregate)
     for window, aggregates in by_window.items():
-        rolled = rows.rolling(index_column=time, period=window, closed="right", group_by=keys).agg(
-            aggregate_expr(a) for a in aggregates
+        rolled = (
+            rows.rolling(index_column=time, period=window, closed="right", group_by=keys)
+            .agg(aggregate_expr(a) for a in aggregates)
+            # groups come out in any order, rows within a group in time order: a stable sort
+            # by key aligns them with ``out`` (tied times share one window, so one value)
+            .sort(keys, maintain_order=True)
         )
         out = out.hstack(rolled.select(a.name for a in aggregates).get_columns())
     out = out.select(*order, *view.feature_names)
     if emit_from is not None:
         out = out.filter(pl.col(time) >= emit_from)
+    # Stored in (event time, created time) order: point-in-time joins then need no sort.
+    out = out.sort([time, *order[len(keys) + 1 :]], maintain_order=True)
     return ComputedView(out, dropped)
