@@ -58,11 +58,29 @@ def example() -> None:
     run(*headrace, "run")
     run(*headrace, "datasets")
     out = project / "out"
-    run(*headrace, "features", "training-set", out / "arrival_delay_entities.parquet",
-        "--feature-set", "arrival_delay", "--out", out / "arrival_delay_training.parquet")
+    run(
+        *headrace,
+        "features",
+        "training-set",
+        out / "arrival_delay_entities.parquet",
+        "--feature-set",
+        "arrival_delay",
+        "--out",
+        out / "arrival_delay_training.parquet",
+    )
     run(*headrace, "features", "materialize", "--as-of", AS_OF)
-    run(*headrace, "features", "get", "carrier=UA", "origin=EWR", "tailnum=N14228",
-        "--feature-set", "arrival_delay", "--as-of", AS_OF)
+    run(
+        *headrace,
+        "features",
+        "get",
+        "carrier=UA",
+        "origin=EWR",
+        "tailnum=N14228",
+        "--feature-set",
+        "arrival_delay",
+        "--as-of",
+        AS_OF,
+    )
     print(f"\nreports and the training set written to {out}")
     print(f"next: .venv/bin/headrace --project {project.relative_to(ROOT)} runs")
 

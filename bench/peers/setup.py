@@ -2,13 +2,15 @@
 """Create one virtualenv per peer tool for the benchmarks.
 
 Peers: the orchestrators of the overhead benchmark (``prefect``, ``dagster``, ``airflow``,
-``hamilton``) and the validators of the validation benchmark (``pandera``, ``gx``).
+``hamilton``), the validators of the validation benchmark (``pandera``, ``gx``) and the
+feature store of the training-set / online-lookup comparisons (``feast``).
 
 Stdlib only. Usage:
 
     python bench/peers/setup.py                    # all peers
     python bench/peers/setup.py prefect dagster    # a subset
     python bench/peers/setup.py pandera gx         # the validation benchmark's peers
+    python bench/peers/setup.py feast              # the feature-store comparisons' peer
     python bench/peers/setup.py --python /path/to/python3.11 --recreate
 
 Each peer gets ``bench/.venvs/<peer>/`` (gitignored) with the stack pinned in
@@ -29,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCH = HERE.parent
 VENVS = BENCH / ".venvs"
-PEERS = ("prefect", "dagster", "airflow", "hamilton", "pandera", "gx")
+PEERS = ("prefect", "dagster", "airflow", "hamilton", "pandera", "gx", "feast")
 
 
 def venv_python(peer: str) -> Path:
@@ -73,6 +75,7 @@ def setup_peer(peer: str, python: str, recreate: bool) -> tuple[bool, str]:
         "hamilton": "from importlib.metadata import version; print(version('sf-hamilton'))",
         "pandera": "import pandera.polars, polars; print(pandera.__version__)",
         "gx": "import great_expectations as gx; print(gx.__version__)",
+        "feast": "import feast; print(feast.__version__)",
     }[peer]
     proc = subprocess.run([py, "-c", probe], check=False, capture_output=True, text=True)
     if proc.returncode != 0:

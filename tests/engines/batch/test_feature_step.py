@@ -148,5 +148,5 @@ def test_a_view_whose_source_lacks_the_event_time_column_fails_at_plan_time(
         result = project.run(pipeline)  # first run: the source's schema is only known now
         failed = result.record("clicks_1h")
         assert "has no event-time column 'ts'" in (failed.error or "")
-        with pytest.raises(FeatureDefinitionError, match="'clicks_1h'.*event-time column 'ts'"):
+        with pytest.raises(FeatureDefinitionError, match=r"'clicks_1h'.*event-time column 'ts'"):
             project.prepare_run(pipeline)  # now the stored schema tells before anything runs

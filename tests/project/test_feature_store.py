@@ -99,13 +99,11 @@ def test_model_bindings_pin_the_feature_set_version(shop: hr.Project) -> None:
 
 
 def test_unknown_names_and_bad_keys_get_clear_errors(shop: hr.Project) -> None:
-    with pytest.raises(UnknownFeatureError, match="no feature set 'frad'.*known: fraud"):
+    with pytest.raises(UnknownFeatureError, match=r"no feature set 'frad'.*known: fraud"):
         shop.features.get_online_features("frad", [{"user": "ada"}])
     with pytest.raises(EntityRowsError, match="lacks join key 'user'"):
         shop.features.get_online_features("fraud", [{"usr": "ada"}])
     with pytest.raises(EntityRowsError, match="no timestamp column 'ts'"):
-        shop.features.get_training_data(
-            pl.DataFrame({"user": ["a"]}), "fraud", timestamp="ts"
-        )
+        shop.features.get_training_data(pl.DataFrame({"user": ["a"]}), "fraud", timestamp="ts")
     with pytest.raises(UnknownFeatureError, match="no computed feature view named nope"):
         shop.features.materialize(["nope"])

@@ -58,9 +58,7 @@ def test_training_set_materialize_get_bind_list(
     assert listing["models"][0]["model_version"] == "7"
 
 
-def test_errors_are_one_message(
-    feature_project: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_errors_are_one_message(feature_project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     project = ["--project", str(feature_project)]
     assert main(["run", *project]) == 0
     capsys.readouterr()
