@@ -169,7 +169,7 @@ def child_prepare(folder: Path) -> dict[str, Any]:
     return {"prepared": True, "seconds": time.perf_counter() - started}
 
 
-def child_headrace(folder: Path, out: Path, repeats: int) -> dict[str, Any]:
+def child_headrace(folder: Path, out: Path, repeats: int, budget_mb: int | None) -> dict[str, Any]:
     import headrace as hr
 
     spec = json.loads((folder / "spec.json").read_text())
@@ -179,7 +179,9 @@ def child_headrace(folder: Path, out: Path, repeats: int) -> dict[str, Any]:
         seconds = []
         for _ in range(repeats):
             started = time.perf_counter()
-            built = project.features.get_training_data(entities, "bench")
+            built = project.features.get_training_data(
+                entities, "bench", memory_budget=budget_mb << 20 if budget_mb else None
+            )
             seconds.append(time.perf_counter() - started)
         built.frame.write_parquet(out)
         return {
@@ -296,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keys", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per process")
     ap.add_argument("--rounds", type=int, default=1, help="fresh processes per side")
+    ap.add_argument(
+        "--memory-budget-mb", type=int, help="headrace's budget (default: the project's 2048)"
+    )
     ap.add_argument("--sides", default="headrace,floor,feast")
     ap.add_argument("--smoke", action="store_true", help="CI: headrace only, tiny data")
     ap.add_argument("--child", choices=("prepare", "headrace", "floor"), help=argparse.SUPPRESS)
@@ -305,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         children = {
             "prepare": lambda: child_prepare(args.data),
-            "headrace": lambda: child_headrace(args.data, args.out, args.repeats),
+            "headrace": lambda: child_headrace(
+                args.data, args.out, args.repeats, args.memory_budget_mb
+            ),
             "floor": lambda: child_floor(args.data, args.out, args.repeats),
         }
         record = children[args.child]()
@@ -318,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(s not in SIDES for s in sides):
         ap.error(f"--sides: choose from {', '.join(SIDES)}")
     label = f"f{args.feature_rows}_e{args.entity_rows}_v{args.views}_k{args.keys}"
+    tag = label + (f"_budget{args.memory_budget_mb}" if args.memory_budget_mb else "")
     folder = HERE / "data" / f"training_{label}_c{args.features}"
     if args.smoke:
         folder = Path(tempfile.mkdtemp(prefix="headrace-training-smoke-"))
@@ -345,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 cmd = [*me, "--child", side, "--data", str(folder), "--out", str(outs[side]),
                        *reps]  # fmt: skip
+                if side == "headrace" and args.memory_budget_mb:
+                    cmd += ["--memory-budget-mb", str(args.memory_budget_mb)]
             record = run_child(cmd, log=logs / f"{side}-{round_}.log", timeout=3600)
             runs[side].append(record)
             if "error" in record:
@@ -376,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": {"feature_rows_per_view": args.feature_rows, "entity_rows": args.entity_rows,
                   "views": args.views, "features_per_view": args.features, "keys": args.keys},
         "repeats": args.repeats,
+        "memory_budget_mb": args.memory_budget_mb,
         "prepare": prepared,
         "summary": summary,
         "runs": runs,
@@ -393,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{fmt(row['peak_rss_mib'], '.0f'):>9} {row['rows_out'] or '-':>10} "
               f"{fmt(row['x_headrace'], '.1f'):>10}  {text}")  # fmt: skip
     if not args.smoke:
-        out = HERE / "results" / f"training_set-{datetime.now(UTC):%Y-%m-%d}-{label}.json"
+        out = HERE / "results" / f"training_set-{datetime.now(UTC):%Y-%m-%d}-{tag}.json"
         out.write_text(json.dumps(result, indent=2, default=str))
         print(f"results written to {out}")
     else:

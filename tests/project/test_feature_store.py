@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -107,3 +108,72 @@ def test_unknown_names_and_bad_keys_get_clear_errors(shop: hr.Project) -> None:
         shop.features.get_training_data(pl.DataFrame({"user": ["a"]}), "fraud", timestamp="ts")
     with pytest.raises(UnknownFeatureError, match="no computed feature view named nope"):
         shop.features.materialize(["nope"])
+
+
+def test_materialize_and_lookup_through_redis(feature_project: Path, redis_url: str) -> None:
+    from headrace.project.settings import load_settings
+
+    settings = load_settings(
+        feature_project,
+        {
+            "HEADRACE_FEATURES_ONLINE_STORE": redis_url,
+            "HEADRACE_PROJECT_NAME": f"shop_{secrets.token_hex(4)}",  # its own key namespace
+        },
+    )
+    with hr.Project(feature_project, settings) as project:
+        project.run().raise_for_status()
+        store = project.features.online_store
+        try:
+            assert project.features.materialize(as_of=_at(30))[0].rows == 3
+            found = project.features.get_online_features(
+                "fraud", [{"user": "ada"}, {"user": "bob"}], as_of=_at(30)
+            )
+            assert found.values[0] == [2.0, 1, False, "fr"]
+            assert found.statuses[1] == ["expired"] * 4
+        finally:
+            from headrace.storage.online.base import OnlineTable
+
+            store.drop([OnlineTable("spend", 1, (), ())])
+
+
+def test_materialisation_is_incremental_after_an_incremental_view_update(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+
+    def payments(name: str, rows: list[tuple[str, int]]) -> None:
+        pl.DataFrame(
+            {"user": [u for u, _ in rows], "ts": [_at(h).isoformat() for _, h in rows]}
+        ).write_csv(inbox / name)
+
+    pipeline = hr.Pipeline("inc")
+    pipeline.ingest(
+        "events",
+        hr.files(str(inbox / "*.csv"), incremental=True),
+        contract=hr.Contract(
+            "events", fields=[hr.Field("user", "String"), hr.Field("ts", "Datetime[UTC]")]
+        ),
+    )
+    pipeline.features(
+        hr.FeatureView(
+            "activity",
+            entity=hr.Entity("user", ["user"]),
+            source="events",
+            event_time="ts",
+            ttl="30d",
+            features=[hr.Aggregate(None, "count", "30d", name="events_30d")],
+        )
+    )
+    pipeline.feature_set(hr.FeatureSet("act", ["activity:events_30d"]))
+    payments("1.csv", [(f"u{i}", i) for i in range(50)])
+    with hr.Project.create(tmp_path / "p") as project:
+        project.run(pipeline).raise_for_status()
+        first = project.features.materialize(as_of=_at(100))
+        assert (first[0].rows, first[0].incremental) == (50, False)
+        payments("2.csv", [("u3", 60), ("u7", 61)])
+        project.run(pipeline).raise_for_status()
+        second = project.features.materialize(as_of=_at(100))
+        assert (second[0].rows, second[0].incremental) == (2, True)  # only what was recomputed
+        found = project.features.get_online_features(
+            "act", [{"user": "u3"}, {"user": "u4"}], as_of=_at(100)
+        )
+        assert found.values == [[2], [1]]

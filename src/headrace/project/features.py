@@ -254,7 +254,11 @@ class FeatureStore:
         """The configured online store (SQLite in the state folder by default)."""
         from headrace.storage.online.factory import open_online_store
 
-        return open_online_store(self.online_store_url, base_dir=self.project.state_dir)
+        return open_online_store(
+            self.online_store_url,
+            base_dir=self.project.state_dir,
+            namespace=self.project.settings.project.name,
+        )
 
     @property
     def online_store_url(self) -> str:

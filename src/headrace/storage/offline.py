@@ -40,6 +40,7 @@ _AVAIL = "_hr_avail"
 _BEST = "_hr_best"
 _EVENT = "_hr_event"
 _BUCKET = "_hr_bucket"
+_TIME = "_hr_time"
 
 
 @dataclass(frozen=True)
@@ -141,10 +142,11 @@ def _join_view(
     """``_hr_row`` + this view's feature columns for every row of ``left``."""
     view = part.view
     keys = list(view.entity.keys)
-    schema = part.data.collect_schema()
-    left = left.select(ROW, time_column, *keys).with_columns(
-        pl.col(k).cast(schema[k], strict=False) for k in keys
-    )
+    # the entity time under a private name: a feature may share the caller's column name
+    left = left.select(ROW, pl.col(time_column).alias(_TIME), *keys)
+    if buckets > 1:  # keys hash alike on both sides only when their types are the same
+        schema = part.data.collect_schema()
+        left = left.with_columns(pl.col(k).cast(schema[k], strict=False) for k in keys)
     outputs = []
     for bucket in range(buckets):
         mine = left
@@ -154,7 +156,7 @@ def _join_view(
             data = data.filter(_bucket_of(keys, buckets) == bucket)
         # several buckets: the streaming engine reads only one bucket's rows into memory
         engine: Literal["auto", "streaming"] = "streaming" if buckets > 1 else "auto"
-        outputs.append(_join_bucket(mine, time_column, view, part, data, created_cutoff, engine))
+        outputs.append(_join_bucket(mine, _TIME, view, part, data, created_cutoff, engine))
     return pl.concat(outputs) if len(outputs) > 1 else outputs[0]
 
 
@@ -177,7 +179,10 @@ def _join_bucket(  # noqa: PLR0917 - private
     renames = dict(zip(part.features, part.columns, strict=True))
     order = [event] + ([created] if created else [])
     wanted = [*keys, *order, *part.features]
-    right = data.select(wanted).filter(pl.col(event).is_not_null()).collect(engine=engine)
+    right = data.select(wanted).collect(engine=engine)
+    if right[event].null_count():  # not in datasets headrace computed; cheap to check
+        right = right.filter(pl.col(event).is_not_null())
+    left = left.with_columns(pl.col(k).cast(right.schema[k], strict=False) for k in keys)
     if not _in_order(right, event, created):  # feature datasets are stored in this order
         right = right.sort(order, nulls_last=False, maintain_order=True)
     ttl = view.ttl_delta

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
@@ -116,7 +116,8 @@ def compute_view(
         out = out.hstack(rolled.select(a.name for a in aggregates).get_columns())
     out = out.select(*order, *view.feature_names)
     if emit_from is not None:
-        out = out.filter(pl.col(time) >= emit_from)
+        since = emit_from.astimezone(UTC) if emit_from.tzinfo else emit_from.replace(tzinfo=UTC)
+        out = out.filter(pl.col(time) >= since)
     # Stored in (event time, created time) order: point-in-time joins then need no sort.
     out = out.sort([time, *order[len(keys) + 1 :]], maintain_order=True)
     return ComputedView(out, dropped)

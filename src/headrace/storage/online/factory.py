@@ -31,8 +31,14 @@ _POSTGRES = ("postgresql", "postgres", "postgresql+psycopg")
 _REDIS = ("redis", "rediss")
 
 
-def open_online_store(url_or_path: str, *, base_dir: Path) -> OnlineStore:
+def open_online_store(
+    url_or_path: str, *, base_dir: Path, namespace: str = ""
+) -> OnlineStore:
     """The online store ``url_or_path`` names; relative SQLite paths resolve under ``base_dir``.
+
+    ``namespace`` (the project name) keeps projects sharing one Redis database apart: their
+    keys start with ``headrace:<namespace>:``. A SQLite file belongs to one project already;
+    give each project its own PostgreSQL database.
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as folder:
@@ -55,7 +61,8 @@ def open_online_store(url_or_path: str, *, base_dir: Path) -> OnlineStore:
                 raise
             msg = f"the online store {redact(text)!r} needs {exc.name}: pip install headrace[redis]"
             raise ConfigError(msg) from exc
-        return RedisOnlineStore(text)
+        prefix = f"headrace:{namespace}" if namespace else "headrace"
+        return RedisOnlineStore(text, prefix=prefix)
     if scheme in _POSTGRES:
         return PostgresOnlineStore(text)
     msg = f"unknown online store {redact(text)!r}; use one of: {_FORMS}"
