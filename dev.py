@@ -97,6 +97,7 @@ def test() -> None:
     run(PYTHON, "bench/validation.py", "--smoke")
     run(PYTHON, "bench/ingest_files.py", "--smoke")
     run(PYTHON, "bench/ingest_db.py", "--smoke")
+    run(PYTHON, "bench/training_set.py", "--smoke")
 
 
 COMMANDS = {"example": example, "test": test, "setup": lambda: None}

@@ -129,11 +129,12 @@ def _origin_delays(flights_clean: pl.DataFrame) -> pl.DataFrame:
         flights_clean,
         ["origin"],
         {
-            "3h": [dep.mean().alias("dep_delay_mean_3h"), pl.len().alias("flights_3h")],
-            "1d": [
-                dep.max().alias("dep_delay_max_1d"),
-                pl.col("dest").drop_nulls().n_unique().alias("destinations_1d"),
+            "3h": [
+                dep.mean().alias("dep_delay_mean_3h"),
+                pl.len().alias("flights_3h"),
+                pl.col("dest").drop_nulls().n_unique().alias("destinations_3h"),
             ],
+            "1d": [dep.max().alias("dep_delay_max_1d")],
         },
         [],
     )

@@ -321,7 +321,7 @@ pipeline.features(
             hr.Aggregate("dep_delay", "mean", "3h"),
             hr.Aggregate("dep_delay", "max", "1d"),
             hr.Aggregate(None, "count", "3h", name="flights_3h"),
-            hr.Aggregate("dest", "distinct_count", "1d", name="destinations_1d"),
+            hr.Aggregate("dest", "distinct_count", "3h", name="destinations_3h"),
         ],
         description="Congestion at the departure airport",
     )
@@ -371,7 +371,7 @@ pipeline.feature_set(
             "origin_delays:dep_delay_mean_3h",
             "origin_delays:dep_delay_max_1d",
             "origin_delays:flights_3h",
-            "origin_delays:destinations_1d",
+            "origin_delays:destinations_3h",
             "plane_history:flights_30d",
             "plane_history:arr_delay_mean_30d",
             "plane_history:miles_30d",

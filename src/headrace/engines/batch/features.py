@@ -84,6 +84,36 @@ def aggregate_expr(aggregate: Aggregate) -> pl.Expr:
     return exprs[aggregate.function].alias(aggregate.name)
 
 
+def _last_in_window(
+    rows: pl.DataFrame, aggregate: Aggregate, keys: list[str], time: str
+) -> pl.Series:
+    """``last`` without a per-window pass: the newest non-null value, if inside the window.
+
+    ``rows`` are sorted by (keys, time, created). Carrying each entity's latest non-null value
+    and its time forward, then taking the value at the end of each group of tied times (a
+    window includes every row sharing its time), gives the newest non-null value at or before
+    each row; it counts when its time is inside (t - window, t].
+    """
+    assert aggregate.column is not None
+    value = pl.col(aggregate.column)
+    seen = pl.when(value.is_not_null()).then(pl.col(time))
+    carried = rows.select(
+        value.forward_fill().over(keys).alias("_v"),
+        seen.forward_fill().over(keys).alias("_t"),
+        *[pl.col(k) for k in keys],
+        pl.col(time),
+    ).select(
+        pl.col("_v").last().over([*keys, time]),
+        pl.col("_t").last().over([*keys, time]),
+        pl.col(time),
+    )
+    start = pl.col(time) - pl.lit(aggregate.period, dtype=pl.Duration("us"))
+    inside = pl.col("_t") > start
+    return carried.select(
+        pl.when(inside).then(pl.col("_v")).otherwise(None).alias(aggregate.name)
+    ).to_series()
+
+
 def compute_view(
     view: FeatureView, source: pl.LazyFrame, *, emit_from: datetime | None = None
 ) -> ComputedView:
@@ -103,8 +133,12 @@ def compute_view(
     out_cols.extend(f.expr.alias(f.name) for f in view.row_features)
     out = rows.select(out_cols)
     by_window: defaultdict[timedelta, list[Aggregate]] = defaultdict(list)
+    lasts = [a for a in view.aggregates if a.function == "last"]
+    if lasts:
+        out = out.with_columns(_last_in_window(rows, a, keys, time) for a in lasts)
     for aggregate in view.aggregates:
-        by_window[aggregate.period].append(aggregate)
+        if aggregate.function != "last":
+            by_window[aggregate.period].append(aggregate)
     for window, aggregates in by_window.items():
         rolled = (
             rows.rolling(index_column=time, period=window, closed="right", group_by=keys)
