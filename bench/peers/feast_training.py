@@ -3,7 +3,7 @@
 Run in bench/.venvs/feast (``python bench/peers/setup.py feast``):
 
     bench/.venvs/feast/bin/python bench/peers/feast_training.py \
-        --data DIR --out OUT.parquet [--repeats N]
+        --data DIR --out OUT.parquet [--repeats N] [--filter-by-created-timestamp]
 
 ``DIR/spec.json`` names the entity, the entity rows and the feature views::
 
@@ -21,9 +21,11 @@ registry in the temp dir, ``entity_key_serialization_version`` 3, Feast's curren
 the Parquet files where they are, ``store.apply``; the entity rows are read with pandas.
 
 Timed, per repeat: ``store.get_historical_features(entity_df=..., features=["view:f", ...],
-full_feature_names=True).to_df()`` and nothing else. ``entity_df`` holds the join keys, the
-entity time (renamed to ``event_timestamp``, the name Feast looks for, if it is called otherwise)
-and ``_row``; Feast carries every ``entity_df`` column through.
+full_feature_names=True).to_df()`` and nothing else (``--filter-by-created-timestamp`` adds
+``filter_by_created_timestamp=True``, Feast's opt-in ``created <= entity time`` cutoff, PR #6617).
+``entity_df`` holds the join keys, the entity time (renamed to ``event_timestamp``, the name Feast
+looks for, if it is called otherwise) and ``_row``; Feast carries every ``entity_df`` column
+through.
 
 Output: ``OUT.parquet`` with ``_row``, the join keys, the entity time (its spec name) and one
 column per feature, ``{view}__{feature}`` (what ``full_feature_names=True`` yields), holding
@@ -212,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", required=True, type=Path, help="directory holding spec.json")
     ap.add_argument("--out", required=True, type=Path, help="output Parquet file")
     ap.add_argument("--repeats", type=int, default=1, help="timed repeats (default 1)")
+    ap.add_argument(
+        "--filter-by-created-timestamp",
+        dest="filter_by_created",
+        action="store_true",
+        help="pass filter_by_created_timestamp=True (exclude values created after the entity time)",
+    )
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
@@ -245,6 +253,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if time_col != FEAST_TS:
         entity_df = entity_df.rename(columns={time_col: FEAST_TS})
     out: dict[str, Any] = {"rows_in": len(entity_df), "features": len(refs)}
+    out["filter_by_created_timestamp"] = args.filter_by_created
 
     with tempfile.TemporaryDirectory(prefix="feast_training_") as tmp:
         t0 = time.perf_counter()
@@ -256,8 +265,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result = None
             gc.collect()
             t0 = time.perf_counter()
+            kwargs = {"filter_by_created_timestamp": True} if args.filter_by_created else {}
             result = store.get_historical_features(
-                entity_df=entity_df, features=refs, full_feature_names=True
+                entity_df=entity_df, features=refs, full_feature_names=True, **kwargs
             ).to_df()
             dt = time.perf_counter() - t0
             out.setdefault("seconds", []).append(round(dt, 6))
