@@ -31,9 +31,7 @@ _POSTGRES = ("postgresql", "postgres", "postgresql+psycopg")
 _REDIS = ("redis", "rediss")
 
 
-def open_online_store(
-    url_or_path: str, *, base_dir: Path, namespace: str = ""
-) -> OnlineStore:
+def open_online_store(url_or_path: str, *, base_dir: Path, namespace: str = "") -> OnlineStore:
     """The online store ``url_or_path`` names; relative SQLite paths resolve under ``base_dir``.
 
     ``namespace`` (the project name) keeps projects sharing one Redis database apart: their
