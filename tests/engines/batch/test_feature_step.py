@@ -150,3 +150,43 @@ def test_a_view_whose_source_lacks_the_event_time_column_fails_at_plan_time(
         assert "has no event-time column 'ts'" in (failed.error or "")
         with pytest.raises(FeatureDefinitionError, match=r"'clicks_1h'.*event-time column 'ts'"):
             project.prepare_run(pipeline)  # now the stored schema tells before anything runs
+
+
+def test_a_rewritten_partition_recomputes_from_its_first_event(tmp_path: Path) -> None:
+    days = hr.DailyPartitions("ts", start="2024-03-01", end="2024-03-04")
+    amounts = {"2024-03-02": 1.0}
+    pipeline = hr.Pipeline("parts")
+
+    @pipeline.source(partitions=days)
+    def payments(context: hr.NodeContext) -> pl.DataFrame:
+        rows = [
+            (user, T0 + timedelta(days=d, hours=h), amounts.get(f"2024-03-0{d + 1}", 5.0))
+            for d in range(4)
+            for user in ("a", "b")
+            for h in (1, 13)
+        ]
+        frame = pl.DataFrame(rows, schema=["user", "ts", "amount"], orient="row")
+        return frame.filter(context.partition_filter())
+
+    view = pipeline.features(
+        hr.FeatureView(
+            "spend",
+            entity=hr.Entity("user", ["user"]),
+            source="payments",
+            event_time="ts",
+            ttl="3d",
+            features=[hr.Aggregate("amount", "sum", "2d", name="spend_2d")],
+        )
+    )
+    with hr.Project.create(tmp_path / "p") as project:
+        project.run(pipeline).raise_for_status()
+        amounts["2024-03-02"] = 100.0
+        result = project.run(pipeline, partitions=["2024-03-02"])
+        result.raise_for_status()
+        assert "incremental from 2024-03-02T01:00:00+00:00" in result.record("spend").cache_reason
+        assert result.record("spend").rows_out == 12  # days 2..4, 2 users x 2 rows each
+        full = compute_view(view, view_input(view, project.scan("payments"), what="p")).frame
+        assert _sorted(project.read("spend")).equals(_sorted(full))
+        assert project.read("spend").filter(pl.col("ts") == T0 + timedelta(days=2, hours=1))[
+            "spend_2d"
+        ].to_list() == [5.0 + 100.0 + 100.0 + 5.0] * 2

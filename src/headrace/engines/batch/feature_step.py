@@ -112,11 +112,13 @@ class FeatureStep:
         runner = self.runner
         needed = set(task.upstream)
         ids = [tid for tid in runner.plan.tasks_by_node[source] if tid in needed]
-        if len(ids) == 1:
+        if len(ids) == 1 and runner.graph.node(source).partitions is None:
             return runner.outputs[ids[0]]
-        newest = runner.log.latest_write(source, None)
-        assert newest is not None
-        return Output(key="", dataset=source, version=newest.version)
+        # A partitioned source: the view reads the whole dataset, as of its newest version
+        # (a task's own output is one partition only).
+        version = runner.store.current_version(source)
+        assert version is not None
+        return Output(key="", dataset=source, version=version)
 
     def _source(self, upstream: Output) -> pl.LazyFrame:
         runner = self.runner
@@ -161,15 +163,12 @@ class FeatureStep:
         changed = store.changed_files(upstream.dataset, int(previous), upstream.version)
         if changed is None:
             return None
-        files = [*changed[0], *changed[1]]
-        if not files:
+        added, removed = changed
+        if not added and not removed:
             return _UNCHANGED
-        scan = pl.scan_parquet(files).select(view.event_time)
-        times = view_input_time(view, scan)
-        earliest = times.select(pl.col(view.event_time).min()).collect().item()
-        if earliest is None:  # only rows without event time changed
+        earliest = _earliest_change(view, added, removed)
+        if earliest is None:  # no row the view reads changed (or only rows without a time)
             return _UNCHANGED
-        assert isinstance(earliest, datetime)
         return earliest
 
     def _commit(  # noqa: PLR0917 - one private call site
@@ -241,7 +240,38 @@ class FeatureStep:
 _UNCHANGED = object()
 
 
-def view_input_time(view: FeatureView, scan: pl.LazyFrame) -> pl.LazyFrame:
-    """The event-time column of raw source files, as UTC (like :func:`view_input`)."""
-    dtype = scan.collect_schema()[view.event_time]
-    return scan.select(event_time_utc(view.event_time, dtype, view=view.name))
+def _earliest_change(view: FeatureView, added: list[str], removed: list[str]) -> datetime | None:
+    """The earliest event time among rows that really changed between two file sets.
+
+    A rewrite (a replaced partition, a compaction) removes files and adds others that may hold
+    many of the same rows: only rows whose count differs between the removed and the added
+    files count, compared on the columns the view reads.
+    """
+    columns = list(view.source_columns)
+
+    def counts(files: list[str]) -> pl.LazyFrame:
+        if not files:
+            return pl.LazyFrame(
+                schema={"_h": pl.UInt64, "_t": pl.Datetime("us", "UTC"), "_n": pl.UInt32}
+            )
+        scan = pl.scan_parquet(files).select(columns)
+        dtype = scan.collect_schema()[view.event_time]
+        return (
+            scan.select(
+                pl.struct(columns).hash(seed=11).alias("_h"),
+                event_time_utc(view.event_time, dtype, view=view.name).alias("_t"),
+            )
+            .group_by("_h", "_t")
+            .len(name="_n")
+        )
+
+    differing = (
+        counts(added)
+        .join(counts(removed), on=["_h", "_t"], how="full", coalesce=True)
+        .filter(pl.col("_n").fill_null(0) != pl.col("_n_right").fill_null(0))
+        .select(pl.col("_t").min())
+        .collect()
+        .item()
+    )
+    assert differing is None or isinstance(differing, datetime)
+    return differing
