@@ -81,6 +81,9 @@ class NodeRunRecord:
     output_dataset: str | None = None
     output_version: int | None = None
     error: str | None = None
+    inputs: Mapping[str, int | None] = field(default_factory=dict)
+    """Upstream node -> the version of its dataset this node read (None: handed over in
+    memory, e.g. an ephemeral node). What lineage and ``headrace reproduce`` rely on."""
 
     @property
     def duration(self) -> float:

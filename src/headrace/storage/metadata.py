@@ -491,6 +491,8 @@ def _from_row(cls: type[R], row: sa.RowMapping, **extra: Any) -> R:
             value = _none(value)
         elif item.name == "status":
             value = (RunStatus if cls is RunRecord else NodeStatus)(value)
+        elif value is None and item.name == "inputs":
+            value = {}
         elif value is None and item.name in ("contract_schema", "approved_changes"):
             continue  # older rows: keep the dataclass default
         values[item.name] = value

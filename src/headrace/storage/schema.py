@@ -82,6 +82,7 @@ node_runs = sa.Table(
     sa.Column("output_dataset", sa.String(200)),
     sa.Column("output_version", sa.BigInteger()),
     sa.Column("error", sa.Text()),
+    sa.Column("inputs", sa.JSON()),
     sa.Index("ix_node_runs_lookup", "pipeline", "node", "partition", "status"),
 )
 

@@ -85,6 +85,10 @@ def test_appended_and_late_rows_are_computed_incrementally_and_equal_a_full_comp
         result.raise_for_status()
         record = result.record("user_spend")
         assert "incremental from 2024-03-01T04:00:00+00:00" in record.cache_reason
+        # the run records which version of each input it read (lineage, reproduce)
+        assert record.inputs == {"payments": project.dataset_version("payments").version}
+        stored = project.get_run(result.run_id).nodes
+        assert next(n for n in stored if n.node == "user_spend").inputs == record.inputs
         assert record.rows_out == 4  # b@4, a@30, a@31, c@40: everything from the late row on
         assert _sorted(project.read("user_spend")).equals(_sorted(_full(project, view)))
         assert project.read("user_spend").height == 7

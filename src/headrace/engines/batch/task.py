@@ -609,7 +609,25 @@ class TaskRunner:
             output_dataset=dataset,
             output_version=version,
             error=error,
+            inputs=self._input_versions(task),
         )
+
+    def _input_versions(self, task: Task) -> dict[str, int | None]:
+        """Per upstream node, the version of its dataset this task read (None: in memory)."""
+        versions: dict[str, int | None] = {}
+        needed = set(task.upstream)
+        for name in task.node.inputs:
+            outputs = [
+                self.outputs.get(tid) for tid in self.plan.tasks_by_node[name] if tid in needed
+            ]
+            if len(outputs) == 1:
+                versions[name] = outputs[0].version if outputs[0] is not None else None
+            elif self.graph.node(name).ephemeral:
+                versions[name] = None
+            else:  # several partitions: the task read the newest version (see _resolve_inputs)
+                newest = self.log.latest_write(name, None)
+                versions[name] = newest.version if newest is not None else None
+        return versions
 
 
 def _report_of(task: Task) -> tuple[str, float]:
