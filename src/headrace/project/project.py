@@ -34,7 +34,7 @@ from headrace.core.redaction import redact
 from headrace.core.schema_change import SchemaChange, classify, dataset_schema
 from headrace.core.source import source_from_mapping
 from headrace.engines.batch.executor import Executor, LocalExecutor
-from headrace.engines.batch.run import BatchRun, RunResult, new_run_id
+from headrace.engines.batch.run import BatchRun, RunListener, RunResult, new_run_id
 from headrace.engines.batch.task import TaskObserver
 from headrace.errors import (
     ConfigError,
@@ -278,9 +278,18 @@ class Project:
             approve_breaking=frozenset(approve_breaking),
             base_dir=self.root,
             run_id=run_id,
+            listeners=self.run_listeners(),
         )
         run.plan()  # plan-time errors (partitions) surface before anything runs
         return run
+
+    def run_listeners(self) -> list[RunListener]:
+        """What watches every run of this project: lineage emission, metrics, alerts.
+
+        Each comes from its settings section ([lineage], [metrics], [alerts]).
+        """
+        listeners: list[RunListener] = []
+        return listeners
 
     def _check_feature_sources(self, graph: Graph) -> None:
         """Plan time: a feature view's columns must exist in its source's stored schema."""

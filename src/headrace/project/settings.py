@@ -49,6 +49,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from headrace.core.redaction import redact
 from headrace.errors import ConfigError
+from headrace.lineage.settings import LineageSettings
+from headrace.monitor.settings import AlertSettings, MetricsSettings
 
 __all__ = [
     "ExecutorSettings",
@@ -121,12 +123,26 @@ class Settings(_Section):
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
+    lineage: LineageSettings = Field(default_factory=LineageSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     config: dict[str, Any] = Field(default_factory=dict)
     sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """``[sources.NAME]`` tables: ingest nodes declared in the settings file."""
 
 
-_SECTIONS = ("project", "storage", "metadata", "executor", "quality", "features", "config")
+_SECTIONS = (
+    "project",
+    "storage",
+    "metadata",
+    "executor",
+    "quality",
+    "features",
+    "lineage",
+    "metrics",
+    "alerts",
+    "config",
+)
 
 
 def load_settings(root: Path, environ: Mapping[str, str] | None = None) -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
@@ -16,12 +17,14 @@ from headrace.core.graph import Graph
 from headrace.core.records import NodeRunRecord, NodeStatus, RunStatus
 from headrace.core.redaction import redact_mapping
 from headrace.engines.batch.executor import Executor, LocalExecutor
-from headrace.engines.batch.plan import Plan, build_plan
+from headrace.engines.batch.plan import Plan, Task, build_plan
 from headrace.engines.batch.ports import DatasetWriter, RunLog, Validator
 from headrace.engines.batch.task import TaskObserver, TaskRunner
 from headrace.errors import RunFailedError
 
-__all__ = ["BatchRun", "RunLogWithRuns", "RunResult", "new_run_id"]
+__all__ = ["BatchRun", "RunListener", "RunLogWithRuns", "RunResult", "new_run_id"]
+
+log = logging.getLogger("headrace.run")
 
 
 def new_run_id() -> str:
@@ -110,6 +113,54 @@ class RunResult:
         raise RunFailedError(self.run_id, "\n".join(lines))
 
 
+class RunListener(Protocol):
+    """Told what a run does, as it happens: lineage emitters, metrics, alerting.
+
+    Methods are called from the executor's worker threads (task events) and from the thread
+    that runs :meth:`BatchRun.execute` (run events); they must be thread-safe and quick. An
+    exception raised by a listener is logged and swallowed: a listener never fails a run.
+    """
+
+    def run_started(self, run_id: str, graph: Graph, plan: Plan, started_at: datetime) -> None:
+        """The run was recorded and its tasks are about to start."""
+
+    def task_started(self, task: Task) -> None:
+        """A task is about to run (or to be checked against the cache)."""
+
+    def task_finished(self, task: Task, record: NodeRunRecord) -> None:
+        """A task ended, with its record."""
+
+    def run_finished(self, result: RunResult) -> None:
+        """The run ended (succeeded or failed) and was recorded."""
+
+
+class _Fanout:
+    """One :class:`TaskObserver` that tells the progress observer and every listener."""
+
+    def __init__(self, observer: TaskObserver | None, listeners: Sequence[RunListener]) -> None:
+        self.observer = observer
+        self.listeners = tuple(listeners)
+
+    def task_started(self, task: Task) -> None:
+        if self.observer is not None:
+            self.observer.task_started(task)
+        for listener in self.listeners:
+            _quietly(listener.task_started, task)
+
+    def task_finished(self, task: Task, record: NodeRunRecord) -> None:
+        if self.observer is not None:
+            self.observer.task_finished(task, record)
+        for listener in self.listeners:
+            _quietly(listener.task_finished, task, record)
+
+
+def _quietly(call: Callable[..., None], *args: Any) -> None:
+    try:
+        call(*args)
+    except Exception:
+        log.exception("run listener %r failed (the run goes on)", call)
+
+
 @dataclass
 class BatchRun:
     """Everything one batch run needs. Call :meth:`execute` once."""
@@ -130,6 +181,8 @@ class BatchRun:
     """Nodes whose contract may change in a breaking way in this run (``*``: any)."""
     base_dir: Path | None = None
     """Where relative source paths start (the project folder; default: the working one)."""
+    listeners: Sequence[RunListener] = ()
+    """Told about the run and each task as they happen (lineage, metrics, alerts)."""
 
     def plan(self) -> Plan:
         """The tasks this run will execute."""
@@ -166,11 +219,13 @@ class BatchRun:
             log=self.log,
             code_hash_of=code_hashes,
             full_refresh=self.full_refresh,
-            observer=self.observer,
+            observer=_Fanout(self.observer, self.listeners) if self.listeners else self.observer,
             validator=self.validator,
             approve_breaking=self.approve_breaking,
             base_dir=self.base_dir,
         )
+        for listener in self.listeners:
+            _quietly(listener.run_started, self.run_id, self.graph, plan, started)
         error: str | None = None
         try:
             records = self.executor.execute(plan, runner, runner.skipped, fail_fast=self.fail_fast)
@@ -196,7 +251,7 @@ class BatchRun:
             and not self.graph.downstream[task.node.name]
             and task.id in runner.outputs
         }
-        return RunResult(
+        result = RunResult(
             run_id=self.run_id,
             pipeline=self.graph.pipeline,
             status=status,
@@ -205,6 +260,9 @@ class BatchRun:
             records=ordered,
             outputs=leaves,
         )
+        for listener in self.listeners:
+            _quietly(listener.run_finished, result)
+        return result
 
 
 def _process_alive(pid: int) -> bool:

@@ -1,0 +1,1 @@
+"""Lineage: OpenLineage events for every run and node, and lineage queries."""

@@ -1,0 +1,1 @@
+"""Monitoring: run and node metrics, Prometheus exposition, alert rules and notifications."""
