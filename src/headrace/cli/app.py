@@ -12,6 +12,7 @@ import typer
 
 from headrace.cli import views
 from headrace.cli.features import features_app, serve_project
+from headrace.cli.lineage import lineage
 from headrace.cli.shared import (
     FormatOption,
     OutputFormat,
@@ -50,6 +51,7 @@ datasets_app = typer.Typer(help="List datasets, show one, or its version history
 app.add_typer(runs_app, name="runs")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(features_app, name="features")
+app.command("lineage")(lineage)
 
 
 class DagFormat(enum.StrEnum):

@@ -28,6 +28,7 @@ import polars as pl
 
 from headrace.core.contract_yaml import contract_from_yaml
 from headrace.core.graph import Graph
+from headrace.core.lineage import LineageGraph
 from headrace.core.pipeline import Pipeline
 from headrace.core.records import DatasetVersion, QualityRecord, RunRecord
 from headrace.core.redaction import redact
@@ -49,6 +50,7 @@ from headrace.project.settings import SETTINGS_FILE, Settings, load_settings
 from headrace.quality.report import ReportingValidator
 from headrace.quality.validation import DEFAULT_GATE
 from headrace.storage.datasets import DatasetStore
+from headrace.storage.lineage import LineageIndex
 from headrace.storage.metadata import MetadataStore
 
 __all__ = ["Project"]
@@ -378,6 +380,23 @@ class Project:
         """A dataset at a version (default: the newest recorded), lazily — time travel."""
         record = self.dataset_version(name, version)
         return self.datasets.scan(name, record.version)
+
+    def lineage(
+        self,
+        dataset: str,
+        version: int | None = None,
+        *,
+        upstream: bool = True,
+        downstream: bool = True,
+    ) -> LineageGraph:
+        """Version-level lineage of ``dataset@version`` (default: newest) from the run records.
+
+        Upstream: the runs, nodes and code versions that made it, and what they read;
+        downstream: the datasets, feature sets and training sets made from it.
+        """
+        return LineageIndex(self.metadata).graph(
+            dataset, version, upstream=upstream, downstream=downstream
+        )
 
     def read(self, name: str, version: int | None = None) -> pl.DataFrame:
         """A dataset at a version (default: the newest recorded)."""
