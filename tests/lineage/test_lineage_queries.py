@@ -67,7 +67,9 @@ def test_upstream_and_downstream_follow_the_versions_each_run_read(tmp_path: Pat
         assert "-->" in graph.to_mermaid()
         assert "digraph lineage" in graph.to_dot()
         page = graph.to_html()
-        assert page.startswith("<!doctype html>") and "<svg" in page and "<script" not in page
+        assert page.startswith("<!doctype html>")
+        assert "<svg" in page
+        assert "<script" not in page
         with pytest.raises(DatasetNotFoundError, match="no recorded version 9 of dataset 'report'"):
             project.lineage("report", 9)
 
