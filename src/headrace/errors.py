@@ -21,6 +21,7 @@ so that the original traceback stays available (``headrace --debug``).
     ├── NodeExecutionError           a node's function failed (after its retries)
     │   └── NodeTimeoutError         a node ran longer than its timeout
     ├── RunFailedError               a run ended with failed nodes
+    ├── ReproductionError            a run cannot be reproduced (code changed, inputs gone)
     ├── ContractError                a data contract is wrong (unknown column, bad regex, ...)
     ├── QualityGateError             validated data scored below the gate or failed a check
     ├── SchemaChangeError            a contract in use changed in a breaking way, unapproved
@@ -59,6 +60,7 @@ __all__ = [
     "PipelineError",
     "ProjectNotFoundError",
     "QualityGateError",
+    "ReproductionError",
     "RunFailedError",
     "SchemaChangeError",
     "SourceError",
@@ -131,6 +133,10 @@ class RunFailedError(HeadraceError):
     def __init__(self, run_id: str, message: str) -> None:
         super().__init__(message)
         self.run_id = run_id
+
+
+class ReproductionError(HeadraceError):
+    """A run cannot be reproduced: its code changed, or an input version is gone."""
 
 
 class ContractError(HeadraceError):

@@ -12,7 +12,7 @@ import typer
 
 from headrace.cli import views
 from headrace.cli.features import features_app, serve_project
-from headrace.cli.lineage import lineage
+from headrace.cli.lineage import lineage, reproduce
 from headrace.cli.shared import (
     FormatOption,
     OutputFormat,
@@ -52,6 +52,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(features_app, name="features")
 app.command("lineage")(lineage)
+app.command("reproduce")(reproduce)
 
 
 class DagFormat(enum.StrEnum):

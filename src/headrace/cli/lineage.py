@@ -7,11 +7,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
-from headrace.cli.shared import ProjectOption, err, open_project, out
+from headrace.cli.shared import (
+    FormatOption,
+    OutputFormat,
+    ProjectOption,
+    err,
+    open_project,
+    out,
+)
 from headrace.cli.views import print_json
+from headrace.errors import ReproductionError
 
-__all__ = ["lineage"]
+__all__ = ["lineage", "reproduce"]
 
 
 class LineageFormat(enum.StrEnum):
@@ -67,3 +76,48 @@ def lineage(
         err.print(f"wrote {out_file}")
     else:
         out.file.write(text + "\n")
+
+
+def reproduce(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    allow_code_change: Annotated[
+        bool,
+        typer.Option("--allow-code-change", help="Compare even if a node's code changed."),
+    ] = False,
+    into: Annotated[
+        Path | None, typer.Option("--into", help="Scratch folder for the re-computed outputs.")
+    ] = None,
+    project: ProjectOption = None,
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """Re-execute a run on its exact input versions and prove its outputs identical."""
+    proj = open_project(project)
+    with err.status(f"re-executing run {run_id}"):
+        found = proj.reproduce(run_id, allow_code_change=allow_code_change, into=into)
+    if output is OutputFormat.json:
+        print_json(
+            out,
+            {
+                "run_id": found.run_id,
+                "identical": found.identical,
+                "scratch": str(found.scratch),
+                "code_changed": found.code_changed,
+                "nodes": [c.__dict__ for c in found.checks],
+            },
+        )
+    else:
+        table = Table(title=f"reproducing run {found.run_id}")
+        for column in ("node", "outcome", "dataset", "detail"):
+            table.add_column(column)
+        styles = {"identical": "green", "different": "bold red", "skipped": "dim"}
+        for check in found.checks:
+            where = f"{check.dataset} v{check.version}" if check.dataset else ""
+            name = check.node + (f"[{check.partition}]" if check.partition else "")
+            table.add_row(name, f"[{styles[check.outcome]}]{check.outcome}[/]", where, check.detail)
+        out.print(table)
+        out.print(f"re-computed outputs: {found.scratch}")
+    if not found.identical:
+        first = found.first_difference
+        where = f" (first difference: {first.node}: {first.detail})" if first else ""
+        msg = f"run {found.run_id} is not reproduced{where}"
+        raise ReproductionError(msg)

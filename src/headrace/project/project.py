@@ -46,6 +46,7 @@ from headrace.errors import (
     UnknownNodeError,
 )
 from headrace.project.features import FeatureStore
+from headrace.project.reproduce import Reproduction, reproduce
 from headrace.project.settings import SETTINGS_FILE, Settings, load_settings
 from headrace.quality.report import ReportingValidator
 from headrace.quality.validation import DEFAULT_GATE
@@ -397,6 +398,16 @@ class Project:
         return LineageIndex(self.metadata).graph(
             dataset, version, upstream=upstream, downstream=downstream
         )
+
+    def reproduce(
+        self, run_id: str, *, allow_code_change: bool = False, into: Path | None = None
+    ) -> Reproduction:
+        """Re-execute a run's nodes on the exact input versions and compare their outputs.
+
+        See :mod:`headrace.project.reproduce`. Raises ReproductionError when the code of a
+        node the run computed changed (unless ``allow_code_change``).
+        """
+        return reproduce(self, run_id, allow_code_change=allow_code_change, into=into)
 
     def read(self, name: str, version: int | None = None) -> pl.DataFrame:
         """A dataset at a version (default: the newest recorded)."""

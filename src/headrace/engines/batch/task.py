@@ -40,7 +40,7 @@ from headrace.errors import (
     SchemaChangeError,
 )
 
-__all__ = ["Output", "TaskObserver", "TaskRunner"]
+__all__ = ["Output", "TaskObserver", "TaskRunner", "as_frame", "evaluate_node"]
 
 
 class TaskObserver(Protocol):
@@ -420,16 +420,8 @@ class TaskRunner:
         self, task: Task, inputs: dict[str, Any], config: dict[str, Any], context: NodeContext
     ) -> tuple[Any, pl.DataFrame | None]:
         node = task.node
-        if node.sql is not None:
-            value: Any = _run_sql(node, inputs)
-        else:
-            assert node.fn is not None
-            value = node.fn(**_arguments(node.bindings, inputs, config, context))
-        if node.kind is NodeKind.SINK:
-            return None, None
-        if task.partition is not None and node.partitions is not None:
-            value = _filtered(node, value, node.partitions.filter(task.partition))
-        if node.ephemeral:
+        value = evaluate_node(node, inputs, config, context, task.partition)
+        if node.kind is NodeKind.SINK or node.ephemeral:
             return value, None
         frame = _as_frame(node, value)
         return frame, frame
@@ -628,6 +620,34 @@ class TaskRunner:
                 newest = self.log.latest_write(name, None)
                 versions[name] = newest.version if newest is not None else None
         return versions
+
+
+def evaluate_node(
+    node: Node,
+    inputs: dict[str, Any],
+    config: dict[str, Any],
+    context: NodeContext,
+    partition: str | None = None,
+) -> Any:
+    """Call a node's function (or run its SQL) on ``inputs``; its output, partition-filtered.
+
+    No caching, validation or storing: what ``headrace reproduce`` re-executes.
+    """
+    if node.sql is not None:
+        value: Any = _run_sql(node, inputs)
+    else:
+        assert node.fn is not None
+        value = node.fn(**_arguments(node.bindings, inputs, config, context))
+    if node.kind is NodeKind.SINK:
+        return None
+    if partition is not None and node.partitions is not None:
+        value = _filtered(node, value, node.partitions.filter(partition))
+    return value
+
+
+def as_frame(node: Node, value: Any) -> pl.DataFrame:
+    """A node's output as a DataFrame (what is stored); a clear error for anything else."""
+    return _as_frame(node, value)
 
 
 def _report_of(task: Task) -> tuple[str, float]:
