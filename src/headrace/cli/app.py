@@ -268,6 +268,38 @@ def datasets_history(
     _out.print(views.history_table(name, history))
 
 
+@datasets_app.command("vacuum")
+def datasets_vacuum(
+    name: Annotated[
+        list[str] | None, typer.Argument(help="Datasets to vacuum (default: all).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only say what would be removed.")
+    ] = False,
+    project: ProjectOption = None,
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """Apply [retention]: remove versions no policy, feature set or training set keeps."""
+    results = _project(project).vacuum(name or None, dry_run=dry_run)
+    if output is OutputFormat.json:
+        views.print_json(
+            _out,
+            [
+                {
+                    "dataset": plan.dataset,
+                    "kept": {str(v): why for v, why in sorted(plan.keep.items())},
+                    "removed_versions": result.versions,
+                    "files": len(result.files),
+                    "bytes": result.bytes,
+                    "dry_run": dry_run,
+                }
+                for plan, result in results
+            ],
+        )
+        return
+    _out.print(views.vacuum_table(results, dry_run=dry_run))
+
+
 @app.command()
 def validate(
     data: Annotated[

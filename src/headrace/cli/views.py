@@ -258,3 +258,20 @@ def _size(value: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{value} B"  # pragma: no cover
+
+
+def vacuum_table(results: list[tuple[Any, Any]], *, dry_run: bool) -> Table:
+    """What a vacuum removed (or would remove), per dataset."""
+    title = "vacuum (dry run: nothing removed)" if dry_run else "vacuum"
+    table = Table(title=title)
+    for column in ("dataset", "versions kept", "versions removed", "files", "freed"):
+        table.add_column(column)
+    for plan, result in results:
+        table.add_row(
+            plan.dataset,
+            ", ".join(str(v) for v in sorted(plan.keep)),
+            ", ".join(str(v) for v in result.versions) or "-",
+            str(len(result.files)),
+            _size(result.bytes),
+        )
+    return table

@@ -47,10 +47,11 @@ from headrace.errors import (
 )
 from headrace.project.features import FeatureStore
 from headrace.project.reproduce import Reproduction, reproduce
+from headrace.project.retention import VacuumPlan, vacuum
 from headrace.project.settings import SETTINGS_FILE, Settings, load_settings
 from headrace.quality.report import ReportingValidator
 from headrace.quality.validation import DEFAULT_GATE
-from headrace.storage.datasets import DatasetStore
+from headrace.storage.datasets import DatasetStore, VacuumResult
 from headrace.storage.lineage import LineageIndex
 from headrace.storage.metadata import MetadataStore
 
@@ -408,6 +409,16 @@ class Project:
         node the run computed changed (unless ``allow_code_change``).
         """
         return reproduce(self, run_id, allow_code_change=allow_code_change, into=into)
+
+    def vacuum(
+        self, datasets: list[str] | None = None, *, dry_run: bool = False
+    ) -> list[tuple[VacuumPlan, VacuumResult]]:
+        """Apply ``[retention]``: remove the data only unkept dataset versions reference.
+
+        Never removes the newest version, nor one a feature set or a recorded training set
+        references (see :mod:`headrace.project.retention`).
+        """
+        return vacuum(self, datasets, dry_run=dry_run)
 
     def read(self, name: str, version: int | None = None) -> pl.DataFrame:
         """A dataset at a version (default: the newest recorded)."""

@@ -23,6 +23,12 @@
     online_store = "redis://127.0.0.1:6379/0"  # default: sqlite:///online.db in the state folder
     memory_budget_mb = 2048          # training sets over more feature data join in buckets
 
+    [retention]                      # `headrace datasets vacuum` keeps, per dataset,
+    keep_versions = 10               # the newest 10 versions and
+    keep_days = 30                   # every version younger than 30 days
+    [retention.datasets.flights_raw]
+    keep_versions = 3
+
     [config]                         # values handed to nodes' config parameters
     data_dir = "data"
 
@@ -114,6 +120,30 @@ class FeatureSettings(_Section):
     """Feature data larger than this is joined in hash buckets, one at a time."""
 
 
+class RetentionPolicy(_Section):
+    """How long versions of a dataset are kept.
+
+    A version is kept when either limit says so; None means no limit of that kind.
+    """
+
+    keep_versions: int | None = Field(default=None, ge=1)
+    keep_days: float | None = Field(default=None, gt=0)
+
+
+class RetentionSettings(RetentionPolicy):
+    """``[retention]``: the default policy, and ``[retention.datasets.NAME]`` overrides.
+
+    Applied by ``headrace datasets vacuum``. Whatever the policy, a version is never removed
+    while a feature set or a recorded training set references it, nor the newest one.
+    """
+
+    datasets: dict[str, RetentionPolicy] = Field(default_factory=dict)
+
+    def policy(self, dataset: str) -> RetentionPolicy:
+        """The policy of one dataset (its override, or the default)."""
+        return self.datasets.get(dataset, self)
+
+
 class Settings(_Section):
     """All settings of a project."""
 
@@ -126,6 +156,7 @@ class Settings(_Section):
     lineage: LineageSettings = Field(default_factory=LineageSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     config: dict[str, Any] = Field(default_factory=dict)
     sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """``[sources.NAME]`` tables: ingest nodes declared in the settings file."""
@@ -141,6 +172,7 @@ _SECTIONS = (
     "lineage",
     "metrics",
     "alerts",
+    "retention",
     "config",
 )
 

@@ -30,7 +30,7 @@ from headrace.core.fingerprint import schema_of
 from headrace.core.partitions import PartitionScheme
 from headrace.errors import DatasetError, DatasetNotFoundError, DatasetVersionNotFoundError
 
-__all__ = ["DatasetStore", "Staged", "WriteResult"]
+__all__ = ["DatasetStore", "Staged", "VacuumResult", "WriteResult"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,17 @@ def _storable(frame: pl.DataFrame) -> pl.DataFrame:
         if target != dtype:
             casts[name] = target
     return frame.cast(casts) if casts else frame  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class VacuumResult:
+    """What vacuuming one dataset removed (or would remove, in a dry run)."""
+
+    dataset: str
+    versions: list[int]
+    """Versions no longer readable afterwards."""
+    files: list[str]
+    bytes: int
 
 
 class DatasetStore:
@@ -254,6 +265,8 @@ class DatasetStore:
             raise DatasetVersionNotFoundError(msg)
         try:
             frame = self._scan_files(name, version)
+        except DatasetVersionNotFoundError:
+            raise
         except Exception as exc:
             msg = f"reading dataset {name!r} failed: {_first_line(exc)}"
             raise DatasetError(msg) from exc
@@ -275,6 +288,13 @@ class DatasetStore:
         files = table.file_uris()
         if not files:
             return pl.scan_delta(path, version=version)
+        if version is not None and not all(Path(f.removeprefix("file://")).exists() for f in files):
+            msg = (
+                f"version {version} of dataset {name!r} was removed by its retention policy "
+                "(`headrace datasets vacuum`); read a newer version, or keep this one by "
+                "referencing it (a training set or feature set)"
+            )
+            raise DatasetVersionNotFoundError(msg)
         return pl.scan_parquet(files, hive_partitioning=False)
 
     def _has_version(self, name: str, version: int) -> bool:
@@ -397,6 +417,49 @@ class DatasetStore:
         if any(not Path(uri.removeprefix("file://")).exists() for uri in removed):
             return None
         return sorted(new - old), removed
+
+    def versions(self, name: str) -> list[int]:
+        """Every committed Delta version of ``name`` (oldest first)."""
+        current = self.current_version(name)
+        return [] if current is None else list(range(current + 1))
+
+    def vacuum(self, name: str, keep: set[int], *, dry_run: bool = False) -> VacuumResult:
+        """Delete the data files that only versions outside ``keep`` reference.
+
+        The newest version is always kept. The commit log stays (history remains listed);
+        reading a removed version then fails with a message naming the retention policy.
+        Files that a kept version references are never touched, so a kept old version stays
+        readable even when newer versions replaced its rows.
+        """
+        versions = self.versions(name)
+        if not versions:
+            return VacuumResult(name, [], [], 0)
+        keep = {v for v in keep if v in versions} | {versions[-1]}
+        kept_files: set[str] = set()
+        others: dict[int, set[str]] = {}
+        for version in versions:
+            try:
+                files = set(DeltaTable(self.path(name), version=version).file_uris())
+            except (DeltaError, TableNotFoundError, OSError, ValueError):
+                continue  # an already-vacuumed version
+            if version in keep:
+                kept_files |= files
+            else:
+                others[version] = files
+        present = {
+            f
+            for files in others.values()
+            for f in files - kept_files
+            if Path(f.removeprefix("file://")).exists()
+        }
+        doomed = sorted(present)
+        # a version goes only if a file of it goes (others share all their files with kept ones)
+        removed = [v for v, files in sorted(others.items()) if files & present]
+        freed = sum(Path(f.removeprefix("file://")).stat().st_size for f in doomed)
+        if not dry_run:
+            for uri in doomed:
+                Path(uri.removeprefix("file://")).unlink(missing_ok=True)
+        return VacuumResult(name, removed, doomed, freed)
 
     def transaction_version(self, name: str, app_id: str) -> int | None:
         """The last step that writer ``app_id`` committed to ``name`` (None: none yet)."""
