@@ -12,6 +12,7 @@ from headrace import errors
 from headrace.core import checks
 from headrace.core.context import NodeContext
 from headrace.core.contract import Check, Contract, Field, Severity
+from headrace.core.drift import Drift
 from headrace.core.features import Aggregate, Entity, Feature, FeatureSet, FeatureView
 from headrace.core.graph import Graph
 from headrace.core.node import Node, NodeKind, RetryPolicy
@@ -35,6 +36,7 @@ __all__ = [
     "CsvOptions",
     "DailyPartitions",
     "DatasetVersion",
+    "Drift",
     "Entity",
     "Executor",
     "Feature",

@@ -12,7 +12,7 @@ import typer
 
 from headrace.cli import views
 from headrace.cli.features import features_app, serve_project
-from headrace.cli.lineage import lineage, reproduce
+from headrace.cli.lineage import drift, lineage, reproduce
 from headrace.cli.shared import (
     FormatOption,
     OutputFormat,
@@ -53,6 +53,7 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(features_app, name="features")
 app.command("lineage")(lineage)
 app.command("reproduce")(reproduce)
+app.command("drift")(drift)
 
 
 class DagFormat(enum.StrEnum):

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headrace.core.contract import Contract
+from headrace.core.drift import Drift
 from headrace.core.features import FeatureView
 from headrace.core.partitions import PartitionScheme
 from headrace.core.source import SourceSpec
@@ -117,6 +118,8 @@ class Node:
     """An ingest node's declared source (files or a database), read by a connector."""
     features: FeatureView | None = None
     """A feature view node: its output is the view's offline feature dataset."""
+    drift: Drift | None = None
+    """Compare each new output version with a reference version (see :class:`Drift`)."""
 
     @property
     def inputs(self) -> tuple[str, ...]:

@@ -117,6 +117,8 @@ class Pipeline:
                 failing an ``error`` check go to the ``<name>__quarantine`` dataset.
             gate: fail the node when the quality score is below this (default 0.9; None:
                 never on the score; a failed ``error`` dataset check fails it either way).
+            drift: an :class:`~headrace.core.drift.Drift`: compare each new output version
+                with a reference version (stored per version; feeds ``drift`` alert rules).
         """
         return self._declare(NodeKind.TRANSFORM, fn, options)
 
@@ -336,6 +338,7 @@ _OPTIONS = {
     "cache",
     "contract",
     "gate",
+    "drift",
 }
 
 
@@ -379,6 +382,7 @@ def _node_from_function(kind: NodeKind, fn: Callable[..., Any], options: dict[st
         cache=bool(options.get("cache", kind is not NodeKind.SOURCE)),
         contract=options.get("contract"),
         gate=options.get("gate", 0.9),
+        drift=options.get("drift"),
     )
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
@@ -45,6 +46,8 @@ from headrace.errors import (
     ProjectNotFoundError,
     UnknownNodeError,
 )
+from headrace.monitor import AlertCallback, AlertCallbacks, AlertRecord, Monitor, NodeMetrics
+from headrace.project.drift import DriftCheck, DriftListener, run_drift
 from headrace.project.features import FeatureStore
 from headrace.project.reproduce import Reproduction, reproduce
 from headrace.project.retention import VacuumPlan, vacuum
@@ -292,7 +295,21 @@ class Project:
 
         Each comes from its settings section ([lineage], [metrics], [alerts]).
         """
-        listeners: list[RunListener] = []
+        listeners: list[RunListener] = [DriftListener(self)]
+        if self.settings.lineage.transport != "none":
+            from headrace.lineage.emitter import OpenLineageEmitter
+
+            listeners.append(
+                OpenLineageEmitter.from_settings(
+                    self.settings.lineage,
+                    project_name=self.settings.project.name,
+                    state_dir=self.state_dir,
+                    metadata=self.metadata,
+                    datasets=self.datasets,
+                    base_dir=self.root,
+                )
+            )
+        listeners.append(self.monitor.listener())
         return listeners
 
     def _check_feature_sources(self, graph: Graph) -> None:
@@ -420,9 +437,96 @@ class Project:
         """
         return vacuum(self, datasets, dry_run=dry_run)
 
+    def drift(
+        self,
+        dataset: str,
+        reference: int,
+        current: int | None = None,
+        *,
+        columns: list[str] | None = None,
+        report: Path | None = None,
+    ) -> DriftCheck:
+        """Drift of ``dataset@current`` (default: newest) against ``dataset@reference``.
+
+        The reference's sketches are computed once and stored with it; the result is stored
+        under the state folder and evaluated by the ``drift`` alert rules. ``report`` writes
+        an HTML page with per-column histograms of reference vs current.
+        """
+        return run_drift(self, dataset, reference, current, columns=columns, report=report)
+
     def read(self, name: str, version: int | None = None) -> pl.DataFrame:
         """A dataset at a version (default: the newest recorded)."""
         return self.scan(name, version).collect()
+
+    # -- monitoring --------------------------------------------------------------------------
+
+    @cached_property
+    def alert_callbacks(self) -> AlertCallbacks:
+        """The Python callbacks told of this project's alerts (see :meth:`on_alert`)."""
+        return AlertCallbacks()
+
+    @property
+    def monitor(self) -> Monitor:
+        """Metrics, alerts, drift alerting and Prometheus exposition ([metrics], [alerts])."""
+        return Monitor(
+            self.metadata,
+            self.datasets,
+            metrics=self.settings.metrics,
+            alerts=self.settings.alerts,
+            project=self.settings.project.name,
+            base_dir=self.root,
+            callbacks=self.alert_callbacks,
+        )
+
+    def metrics(
+        self,
+        *,
+        node: str | None = None,
+        pipeline: str | None = None,
+        run_id: str | None = None,
+        since: datetime | timedelta | None = None,
+        limit: int | None = None,
+    ) -> list[NodeMetrics]:
+        """Metrics of node runs, newest first, with history (see :mod:`headrace.monitor`).
+
+        Rows in/out, bytes, seconds, throughput, quality score, quarantined rows, freshness
+        and cache hits; ``since`` is a UTC time or a span back from now.
+        """
+        return self.monitor.metrics(
+            node=node, pipeline=pipeline, run_id=run_id, since=since, limit=limit
+        )
+
+    def alerts(
+        self,
+        *,
+        rule: str | None = None,
+        kind: str | None = None,
+        pipeline: str | None = None,
+        run_id: str | None = None,
+        node: str | None = None,
+        since: datetime | timedelta | None = None,
+        limit: int | None = None,
+    ) -> list[AlertRecord]:
+        """Alerts that fired, newest first, with their evidence and sink deliveries."""
+        return self.monitor.alerts(
+            rule=rule,
+            kind=kind,
+            pipeline=pipeline,
+            run_id=run_id,
+            node=node,
+            since=since,
+            limit=limit,
+        )
+
+    def on_alert(
+        self, callback: AlertCallback, *, kinds: Sequence[str] = (), rules: Sequence[str] = ()
+    ) -> Callable[[], None]:
+        """Call ``callback(alert)`` for each alert of this project (e.g. retrain on new data).
+
+        ``kinds`` / ``rules`` narrow which alerts it gets. Returns a function that unregisters
+        it. The callback runs after the alert's sinks; its outcome is recorded as a delivery.
+        """
+        return self.alert_callbacks.add(callback, kinds=kinds, rules=rules)
 
 
 def _no_dataset(name: str, known: list[DatasetVersion]) -> str:
