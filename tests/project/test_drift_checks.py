@@ -68,3 +68,19 @@ def test_cli_drift_with_a_report(tmp_path: Path, capsys: pytest.CaptureFixture[s
                  "--project", str(tmp_path)]) == 0  # fmt: skip
     negligible = json.loads(capsys.readouterr().out)
     assert not any(c["drifted"] for c in negligible["columns"])
+
+
+def test_cli_lists_alerts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "headrace.toml").write_text(
+        '[project]\nname = "drifty"\npipelines = []\n'
+        '[[alerts.rules]]\nname = "inputs drifted"\nkind = "drift"\nsinks = ["log"]\n'
+    )
+    with hr.Project(tmp_path) as project:
+        for shift in (0.0, 2.0):
+            project.run(_pipeline(), config={"shift": shift}).raise_for_status()
+    capsys.readouterr()
+    assert main(["alerts", "--project", str(tmp_path)]) == 0
+    assert "inputs drifted" in capsys.readouterr().out
+    assert main(["alerts", "--kind", "drift", "-f", "json", "--project", str(tmp_path)]) == 0
+    (alert,) = json.loads(capsys.readouterr().out)
+    assert alert["evidence"]["dataset"] == "measurements"

@@ -12,7 +12,8 @@ import typer
 
 from headrace.cli import views
 from headrace.cli.features import features_app, serve_project
-from headrace.cli.lineage import drift, lineage, reproduce
+from headrace.cli.lineage import lineage, reproduce
+from headrace.cli.monitoring import alerts, drift
 from headrace.cli.shared import (
     FormatOption,
     OutputFormat,
@@ -54,6 +55,7 @@ app.add_typer(features_app, name="features")
 app.command("lineage")(lineage)
 app.command("reproduce")(reproduce)
 app.command("drift")(drift)
+app.command("alerts")(alerts)
 
 
 class DagFormat(enum.StrEnum):

@@ -20,7 +20,7 @@ from headrace.cli.shared import (
 from headrace.cli.views import print_json
 from headrace.errors import ReproductionError
 
-__all__ = ["drift", "lineage", "reproduce"]
+__all__ = ["lineage", "reproduce"]
 
 
 class LineageFormat(enum.StrEnum):
@@ -121,52 +121,3 @@ def reproduce(
         where = f" (first difference: {first.node}: {first.detail})" if first else ""
         msg = f"run {found.run_id} is not reproduced{where}"
         raise ReproductionError(msg)
-
-
-def drift(
-    dataset: Annotated[str, typer.Argument(help="Dataset name.")],
-    reference: Annotated[int, typer.Option("--reference", "-r", help="Reference version.")],
-    current: Annotated[
-        int | None, typer.Option("--current", "-c", help="Version to check (default: newest).")
-    ] = None,
-    column: Annotated[
-        list[str] | None, typer.Option("--column", help="Only this column (repeatable).")
-    ] = None,
-    report: Annotated[
-        Path | None, typer.Option("--report", help="Write an HTML report with histograms.")
-    ] = None,
-    project: ProjectOption = None,
-    output: FormatOption = OutputFormat.table,
-) -> None:
-    """Compare a dataset version with a reference version, column by column."""
-    proj = open_project(project)
-    with err.status(f"comparing {dataset} with version {reference}"):
-        check = proj.drift(dataset, reference, current, columns=column or None, report=report)
-    result = check.result
-    if output is OutputFormat.json:
-        print_json(out, {"dataset": dataset, "reference": check.reference,
-                         "current": check.current, **result.to_dict()})  # fmt: skip
-        return
-    table = Table(
-        title=f"drift of {dataset} v{check.current} against v{check.reference}: "
-        f"{len(result.drifted_columns)} of {result.columns.height} column(s) drifted"
-    )
-    shown = ("column", "kind", "test", "effect", "effect_size", "threshold", "p_value_adjusted",
-             "drifted")  # fmt: skip
-    present = [c for c in shown if c in result.columns.columns]
-    for name in present:
-        table.add_column(name)
-    for row in result.columns.select(present).iter_rows(named=True):
-        cells = []
-        for name in present:
-            value = row[name]
-            if name == "drifted":
-                cells.append("[bold red]yes[/]" if value else "no")
-            elif isinstance(value, float):
-                cells.append(f"{value:.4g}")
-            else:
-                cells.append("" if value is None else str(value))
-        table.add_row(*cells)
-    out.print(table)
-    if report is not None:
-        out.print(f"report: {report}")
