@@ -31,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCH = HERE.parent
 VENVS = BENCH / ".venvs"
-PEERS = ("prefect", "dagster", "airflow", "hamilton", "pandera", "gx", "feast")
+PEERS = ("prefect", "dagster", "airflow", "hamilton", "pandera", "gx", "feast", "evidently")
 
 
 def venv_python(peer: str) -> Path:
@@ -76,6 +76,7 @@ def setup_peer(peer: str, python: str, recreate: bool) -> tuple[bool, str]:
         "pandera": "import pandera.polars, polars; print(pandera.__version__)",
         "gx": "import great_expectations as gx; print(gx.__version__)",
         "feast": "import feast; print(feast.__version__)",
+        "evidently": "import evidently; print(evidently.__version__)",
     }[peer]
     proc = subprocess.run([py, "-c", probe], check=False, capture_output=True, text=True)
     if proc.returncode != 0:
