@@ -94,10 +94,13 @@ def test() -> None:
     run(PYTHON, "-m", "pytest", "--doctest-modules", "src/headrace", "tests", *sys.argv[2:])
     run(PYTHON, "bench/overhead.py", "--smoke")
     run(PYTHON, "bench/flights_e2e.py", "--smoke")
+    run(PYTHON, "bench/lineage_overhead.py", "--smoke")
     run(PYTHON, "bench/validation.py", "--smoke")
     run(PYTHON, "bench/ingest_files.py", "--smoke")
     run(PYTHON, "bench/ingest_db.py", "--smoke")
+    run(PYTHON, "bench/online.py", "--smoke")
     run(PYTHON, "bench/training_set.py", "--smoke")
+    run(PYTHON, "bench/drift.py", "--smoke")
 
 
 COMMANDS = {"example": example, "test": test, "setup": lambda: None}

@@ -24,6 +24,7 @@ so that the original traceback stays available (``headrace --debug``).
     ├── ReproductionError            a run cannot be reproduced (code changed, inputs gone)
     ├── ContractError                a data contract is wrong (unknown column, bad regex, ...)
     ├── QualityGateError             validated data scored below the gate or failed a check
+    ├── DriftError                   data or sketches that cannot be compared for drift
     ├── SchemaChangeError            a contract in use changed in a breaking way, unapproved
     ├── DatasetError                 reading or writing a versioned dataset failed
     │   ├── DatasetNotFoundError     no such dataset
@@ -46,6 +47,7 @@ __all__ = [
     "DatasetError",
     "DatasetNotFoundError",
     "DatasetVersionNotFoundError",
+    "DriftError",
     "DuplicateNodeError",
     "EntityRowsError",
     "FeatureDefinitionError",
@@ -145,6 +147,10 @@ class ContractError(HeadraceError):
 
 class QualityGateError(HeadraceError):
     """Validated data scored below its gate, or an ``error`` dataset-level check failed."""
+
+
+class DriftError(HeadraceError):
+    """Sketches or data that cannot be compared (unknown column, other type, other bins)."""
 
 
 class SchemaChangeError(HeadraceError):

@@ -46,7 +46,7 @@ from typing import Any, ClassVar, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from headrace.errors import HeadraceError
+from headrace.errors import DriftError
 
 __all__ = [
     "BINS",
@@ -73,10 +73,6 @@ _FORMAT = 1
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-
-
-class DriftError(HeadraceError):
-    """Sketches or data that cannot be compared (unknown column, other type, other bins)."""
 
 
 def frozen(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
