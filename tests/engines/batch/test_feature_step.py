@@ -191,6 +191,9 @@ def test_a_rewritten_partition_recomputes_from_its_first_event(tmp_path: Path) -
         assert result.record("spend").rows_out == 12  # days 2..4, 2 users x 2 rows each
         full = compute_view(view, view_input(view, project.scan("payments"), what="p")).frame
         assert _sorted(project.read("spend")).equals(_sorted(full))
-        assert project.read("spend").filter(pl.col("ts") == T0 + timedelta(days=2, hours=1))[
-            "spend_2d"
-        ].to_list() == [5.0 + 100.0 + 100.0 + 5.0] * 2
+        assert (
+            project.read("spend")
+            .filter(pl.col("ts") == T0 + timedelta(days=2, hours=1))["spend_2d"]
+            .to_list()
+            == [5.0 + 100.0 + 100.0 + 5.0] * 2
+        )
