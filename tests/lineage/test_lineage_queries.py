@@ -107,3 +107,38 @@ def test_cli_prints_a_tree_or_writes_a_page(
     assert main(["lineage", "summed", "-f", "json", "--project", str(folder)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["root"] == "dataset:summed@0"
+
+
+def test_column_lineage_narrows_to_what_one_column_comes_from_and_feeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = hr.Pipeline("cols")
+
+    @p.source(cache=True)
+    def orders() -> pl.DataFrame:
+        return pl.DataFrame({"user": ["a", "b"], "amount": [1.0, 2.0], "note": ["x", "y"]})
+
+    @p.source(cache=True)
+    def users() -> pl.DataFrame:
+        return pl.DataFrame({"user": ["a", "b"], "country": ["fr", "de"]})
+
+    p.sql(
+        "spend",
+        "SELECT o.user, u.country, sum(o.amount) AS total "
+        "FROM orders o JOIN users u ON o.user = u.user GROUP BY o.user, u.country",
+    )
+    p.sql("by_country", "SELECT country, sum(total) AS total FROM spend GROUP BY country")
+    with hr.Project.create(tmp_path) as project:
+        project.run(p).raise_for_status()
+        up = project.lineage("by_country", column="total", downstream=False)
+        spend = up.items["dataset:spend@0"]
+        assert spend.columns == ("total",)
+        assert up.items["dataset:orders@0"].columns == ("amount",)
+        assert "dataset:users@0" not in up.items  # no users column flows into total
+        down = project.lineage("orders", column="note", upstream=False)
+        assert set(down.items) == {"dataset:orders@0"}  # note feeds nothing
+        down = project.lineage("users", column="country", upstream=False)
+        assert down.items["dataset:by_country@0"].columns == ("country",)
+    capsys.readouterr()
+    assert main(["lineage", "by_country", "--column", "total", "--project", str(tmp_path)]) == 0
+    assert "orders v0 [amount]" in capsys.readouterr().out

@@ -50,12 +50,15 @@ def lineage(
     out_file: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write to this file (html: a page).")
     ] = None,
+    column: Annotated[
+        str | None, typer.Option("--column", help="Only what this column comes from / feeds.")
+    ] = None,
     project: ProjectOption = None,
 ) -> None:
     """Show the lineage of a dataset version: runs, code versions, inputs and what it fed."""
     both = upstream == downstream
     graph = open_project(project).lineage(
-        dataset, version, upstream=upstream or both, downstream=downstream or both
+        dataset, version, upstream=upstream or both, downstream=downstream or both, column=column
     )
     if output is LineageFormat.json:
         if out_file is None:

@@ -407,15 +407,26 @@ class Project:
         *,
         upstream: bool = True,
         downstream: bool = True,
+        column: str | None = None,
     ) -> LineageGraph:
         """Version-level lineage of ``dataset@version`` (default: newest) from the run records.
 
         Upstream: the runs, nodes and code versions that made it, and what they read;
-        downstream: the datasets, feature sets and training sets made from it.
+        downstream: the datasets, feature sets and training sets made from it. With
+        ``column``: only what that column comes from and feeds, from the column lineage in
+        the OpenLineage events of the file transport (``<state>/lineage/events.jsonl``).
         """
-        return LineageIndex(self.metadata).graph(
+        graph = LineageIndex(self.metadata).graph(
             dataset, version, upstream=upstream, downstream=downstream
         )
+        if column is None:
+            return graph
+        from headrace.lineage.column_query import narrow_to_column, read_column_lineage
+
+        events = self.state_dir / "lineage" / "events.jsonl"
+        if self.settings.lineage.transport == "file" and self.settings.lineage.url:
+            events = Path(self.settings.lineage.url)
+        return narrow_to_column(graph, column, read_column_lineage(events))
 
     def reproduce(
         self, run_id: str, *, allow_code_change: bool = False, into: Path | None = None
