@@ -134,3 +134,14 @@ def test_openapi_documents_the_lookup(server: str) -> None:
     assert "OnlineResponse" in spec["components"]["schemas"]
     status, health = _call(f"{server}/health")
     assert (status, health["status"]) == (200, "ok")
+
+
+def test_prometheus_metrics_are_served(server: str) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{server}/metrics", timeout=10) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    names = {family.name for family in text_string_to_metric_families(text)}
+    assert "headrace_runs" in names  # counters are exposed as headrace_runs_total
+    assert "headrace_node_duration_seconds" in names

@@ -81,8 +81,13 @@ class OnlineReader:
         statuses: list[list[str]] = [[MISSING] * width for _ in keys]
         times: list[list[datetime | None]] = [[None] * width for _ in keys]
         now_us = _us(as_of)
+        encoded_by_keys: dict[tuple[str, ...], list[str]] = {}  # views of one entity: encode once
         for part in plan:
-            encoded = [part.encode(i, key) for i, key in enumerate(keys)]
+            encoded = encoded_by_keys.get(part.keys)
+            if encoded is None:
+                encoded = encoded_by_keys[part.keys] = [
+                    part.encode(i, key) for i, key in enumerate(keys)
+                ]
             entries = self.store.read(part.table, encoded)
             oldest = now_us - part.ttl_us
             for row, entry in enumerate(entries):
@@ -106,7 +111,15 @@ class OnlineReader:
                     for out, (ref, _) in enumerate(chosen.features)
                     if ref.view == name
                 ]
-                plan.append(_ViewRead(table, view.entity.keys, picks, view.ttl_delta // _MICRO))
+                plan.append(
+                    _ViewRead(
+                        table,
+                        tuple(view.entity.keys),
+                        picks,
+                        view.ttl_delta // _MICRO,
+                        _runs(picks),
+                    )
+                )
             self._plans[key] = plan
         return plan
 
@@ -121,9 +134,17 @@ class _ViewRead:
     picks: list[tuple[int, int]]
     """(output position, position in the view's stored values)."""
     ttl_us: int
+    runs: tuple[tuple[int, int, int, list[str]], ...]
+    """``picks`` as runs of consecutive positions: (output start, stored start, length,
+    ``[PRESENT] * length``), so a value row is copied by a few slice assignments."""
 
     def encode(self, index: int, key: Mapping[str, Any]) -> str:
         try:
+            if len(self.keys) == 1:
+                value = key[self.keys[0]]
+                if type(value) is int:  # the common case; exactly what encode_key writes
+                    return f"[{value}]"
+                return encode_key([value])
             return encode_key([key[k] for k in self.keys])
         except KeyError as exc:
             msg = (
@@ -131,6 +152,18 @@ class _ViewRead:
                 f"feature view {self.table.view!r} (keys: {', '.join(self.keys)})"
             )
             raise EntityRowsError(msg) from None
+
+
+def _runs(picks: list[tuple[int, int]]) -> tuple[tuple[int, int, int, list[str]], ...]:
+    """Consecutive (output, stored) positions grouped: [(0, 5), (1, 6), (3, 0)] -> 2 runs."""
+    runs: list[list[int]] = []
+    for out, position in picks:
+        last = runs[-1] if runs else None
+        if last is not None and out == last[0] + last[2] and position == last[1] + last[2]:
+            last[2] += 1
+        else:
+            runs.append([out, position, 1])
+    return tuple((out, position, n, [PRESENT] * n) for out, position, n in runs)
 
 
 def _place(  # noqa: PLR0917 - the hot loop's body, kept flat for speed
@@ -146,13 +179,15 @@ def _place(  # noqa: PLR0917 - the hot loop's body, kept flat for speed
         return  # recorded for a later time than asked: it did not exist yet
     fresh = entry.event_us >= oldest_us
     moment = _EPOCH + timedelta(microseconds=entry.event_us)
-    for out, position in part.picks:
-        times[out] = moment
+    stored = entry.values
+    for out, position, n, present in part.runs:
+        end = out + n
+        times[out:end] = [moment] * n
         if fresh:
-            values[out] = entry.values[position]
-            statuses[out] = PRESENT
+            values[out:end] = stored[position : position + n]
+            statuses[out:end] = present
         else:
-            statuses[out] = EXPIRED
+            statuses[out:end] = [EXPIRED] * n
 
 
 def materialise_view(
@@ -185,8 +220,8 @@ def materialise_view(
     extra = [view.created_time] if view.created_time else []
     latest = (
         rows.select(*keys, *order, *view.feature_names)
-        .group_by(keys)
-        .agg(pl.all().sort_by(order).last())
+        .sort(order, maintain_order=True)  # newest last; ties: the last read, as offline
+        .unique(subset=keys, keep="last", maintain_order=False)
         .collect(engine="streaming")
     )
     table = OnlineTable(view.name, version, view.feature_names, kinds)
