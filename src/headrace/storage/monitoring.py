@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -212,7 +212,10 @@ class MonitoringStore:
 
     def record_metrics(self, run: RunMetrics, nodes: Sequence[NodeMetrics]) -> None:
         """Store a run's metrics and its nodes' (one transaction; a re-record replaces)."""
-        node_rows = [{**asdict(n), "partition": _blank(n.partition)} for n in nodes]
+        names = [f.name for f in fields(NodeMetrics)]  # shallow: asdict deep-copies (slow)
+        node_rows = [
+            {**{k: getattr(n, k) for k in names}, "partition": _blank(n.partition)} for n in nodes
+        ]
         with self.metadata.writing() as c:
             c.execute(node_metrics.delete().where(node_metrics.c.run_id == run.run_id))
             c.execute(run_metrics.delete().where(run_metrics.c.run_id == run.run_id))
