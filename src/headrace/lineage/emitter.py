@@ -25,14 +25,11 @@ complete when ``Project.run`` returns. Nothing here can fail a run: errors are l
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import json
 import logging
 import os
 import queue
 import re
-import textwrap
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -42,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from headrace.core.graph import Graph
-from headrace.core.node import Node, NodeKind
+from headrace.core.node import Node, NodeKind, function_source
 from headrace.core.records import DatasetVersion, NodeRunRecord, NodeStatus, QualityRecord
 from headrace.core.redaction import redact
 from headrace.core.source import FileSource, SqlSource
@@ -435,10 +432,10 @@ class OpenLineageEmitter:
             code = json.dumps(node.features.definition(), indent=2, sort_keys=True, default=str)
             facets["sourceCode"] = facet("sourceCode", {"language": "json", "sourceCode": code})
         elif node.fn is not None and node.source is None:
-            with contextlib.suppress(OSError, TypeError):
-                code = textwrap.dedent(inspect.getsource(node.fn))
+            python = function_source(node.fn)
+            if python is not None:
                 facets["sourceCode"] = facet(
-                    "sourceCode", {"language": "python", "sourceCode": code}
+                    "sourceCode", {"language": "python", "sourceCode": python}
                 )
         return facets
 
