@@ -241,3 +241,35 @@ def test_misdeclared_sources_get_one_clear_error(project: hr.Project, tmp_path: 
     text = failed.record("db").error or ""
     assert "s3cret" not in text
     assert "***" in text
+
+
+def test_a_commit_whose_record_was_lost_is_recorded_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 between the Delta commit and its metadata record: the rerun records it."""
+    from headrace.storage.metadata import MetadataStore
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.csv").write_text("id\n1\n2\n")
+    pipeline = hr.Pipeline("lost")
+    pipeline.ingest("rows", hr.files(str(inbox / "*.csv"), incremental=True))
+    with hr.Project.create(tmp_path / "p") as project:
+        project.run(pipeline).raise_for_status()
+        (inbox / "b.csv").write_text("id\n3\n")
+        original = MetadataStore.record_dataset_version
+
+        def crash(self: MetadataStore, version: object) -> None:
+            raise KeyboardInterrupt  # the process dies right after the Delta commit
+
+        monkeypatch.setattr(MetadataStore, "record_dataset_version", crash)
+        with pytest.raises(KeyboardInterrupt):
+            project.run(pipeline)
+        monkeypatch.setattr(MetadataStore, "record_dataset_version", original)
+        assert project.datasets.current_version("rows") == 1  # committed, not recorded
+        assert project.read("rows").height == 2
+        rerun = project.run(pipeline)
+        rerun.raise_for_status()
+        assert "nothing new" in rerun.record("rows").cache_reason
+        assert sorted(project.read("rows")["id"].to_list()) == [1, 2, 3]
+        assert project.dataset_version("rows").version == 1

@@ -117,7 +117,9 @@ class IngestStep:
             output = Output(key=cache_key)
         elif nothing_new and self.runner.store.exists(name):
             self._discard(got.valid)
-            output = self._current_output(name)
+            output = self._current_output(task, name, keys)
+            if self.runner.store.exists(quarantine):
+                self._current_output(task, quarantine, keys)  # record it too, if a crash didn't
             reason += ", nothing new"
         else:
             output = self._commit(
@@ -276,15 +278,55 @@ class IngestStep:
         )
         return Output(key=digest, rows=written.total_rows, dataset=name, version=written.version)
 
-    def _current_output(self, name: str) -> Output:
-        """The dataset as it stands (an incremental read found nothing new)."""
+    def _current_output(self, task: Task, name: str, keys: tuple[str, str]) -> Output:
+        """The dataset as it stands (an incremental read found nothing new).
+
+        A crash between the Delta commit of the rows and its metadata record leaves a newest
+        version that nothing recorded: it is recorded now (its rows, size, schema and read
+        position come from the table), so readers of the recorded history see it.
+        """
         newest = self.runner.log.latest_write(name, None)
         current = self.runner.store.current_version(name)
+        if current is not None and (newest is None or newest.version < current):
+            newest = self._recover(task, name, current, newest, keys)
         if newest is None or newest.version != current:
             return Output(key=f"{name}@{current}", dataset=name, version=current)
         return Output(
             key=newest.content_hash, rows=newest.total_rows, dataset=name, version=newest.version
         )
+
+    def _recover(
+        self,
+        task: Task,
+        name: str,
+        version: int,
+        previous: DatasetVersion | None,
+        keys: tuple[str, str],
+    ) -> DatasetVersion:
+        store = self.runner.store
+        metadata = store.commit_metadata(name, version)
+        frame = store.scan(name, version)
+        schema = {c: str(t) for c, t in frame.collect_schema().items()}
+        total = int(frame.select(pl.len()).collect().item())
+        position = metadata.get("headrace.position")
+        recovered = DatasetVersion(
+            dataset=name,
+            version=version,
+            run_id=metadata.get("headrace.run_id", self.runner.run_id),
+            node=task.node.name,
+            created_at=_now(),
+            partition=None,
+            rows_written=total - (previous.total_rows if previous is not None else 0),
+            total_rows=total,
+            bytes=0,
+            content_hash=key_hash(previous.content_hash if previous else "", name, str(version)),
+            schema=schema,
+            cache_key=metadata.get("headrace.cache_key", keys[0]),
+            code_hash=metadata.get("headrace.code_hash", keys[1]),
+            position=json.loads(position) if position else None,
+        )
+        self.runner.log.record_dataset_version(recovered)
+        return recovered
 
     def _record_ingest_quality(self, task: Task, got: _Loaded) -> str | None:
         """Store the quality record of an ingest step; the gate's failure text, if it fails.
