@@ -22,9 +22,11 @@ at a time.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Literal
 
 import polars as pl
@@ -147,16 +149,26 @@ def _join_view(
     if buckets > 1:  # keys hash alike on both sides only when their types are the same
         schema = part.data.collect_schema()
         left = left.with_columns(pl.col(k).cast(schema[k], strict=False) for k in keys)
+    if buckets == 1:
+        return _join_bucket(left, _TIME, view, part, part.data, created_cutoff, "auto")
+    # Out of core: one streaming pass spills the view's rows into one Parquet file set per
+    # hash bucket of the keys; then each bucket is joined with its entity rows, one at a time.
+    order = [view.event_time] + ([view.created_time] if view.created_time else [])
+    wanted = list(dict.fromkeys([*keys, *order, *part.features]))
+    columns = part.data.select(wanted)
     outputs = []
-    for bucket in range(buckets):
-        mine = left
-        data = part.data
-        if buckets > 1:
+    with tempfile.TemporaryDirectory(prefix="headrace-buckets-") as spill:
+        columns.with_columns(_bucket_of(keys, buckets).alias(_BUCKET)).sink_parquet(
+            pl.PartitionBy(spill, key=_BUCKET, include_key=False),
+            mkdir=True,
+            engine="streaming",
+        )
+        empty = pl.LazyFrame(schema=columns.collect_schema())
+        for bucket in range(buckets):
+            files = sorted(Path(spill, f"{_BUCKET}={bucket}").glob("*.parquet"))
+            data = pl.scan_parquet(files) if files else empty
             mine = left.filter(_bucket_of(keys, buckets) == bucket)
-            data = data.filter(_bucket_of(keys, buckets) == bucket)
-        # several buckets: the streaming engine reads only one bucket's rows into memory
-        engine: Literal["auto", "streaming"] = "streaming" if buckets > 1 else "auto"
-        outputs.append(_join_bucket(mine, _TIME, view, part, data, created_cutoff, engine))
+            outputs.append(_join_bucket(mine, _TIME, view, part, data, created_cutoff, "streaming"))
     return pl.concat(outputs) if len(outputs) > 1 else outputs[0]
 
 
