@@ -8,7 +8,7 @@ import hypothesis.strategies as st
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
@@ -241,6 +241,7 @@ def test_holm() -> None:
     st.booleans(),
 )
 @settings(max_examples=150, deadline=None)
+@example(edges=[0.0, 2.2250738585e-313, 5e-324, -1.0], values=[0.0], log=False)  # subnormals
 def test_edge_index_equals_searchsorted(edges: list[float], values: list[float], log: bool) -> None:
     grid = np.unique(np.array(edges))
     if log:

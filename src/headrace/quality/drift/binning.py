@@ -20,6 +20,8 @@ __all__ = ["EdgeIndex"]
 _CELLS_PER_EDGE = 8
 _STEPS = 3
 """Comparisons after the grid lookup; the grid's start is one edge early (rounding slack)."""
+_SMALLEST = 1e-300
+"""Edge spreads below this (subnormal floats) are not scaled."""
 _CROWDED = 0.25
 """Above this share of edges in crowded cells, a grid saves nothing: plain searchsorted."""
 
@@ -41,7 +43,8 @@ class EdgeIndex:
         size = len(edges)
         self._center = float(edges[size // 2]) if size else 0.0
         spread = float(edges[(3 * size) // 4] - edges[size // 4]) if size else 0.0
-        self._unit = spread / 2 if spread > 0 else 1.0
+        # a spread of subnormal floats would overflow the scaling: use plain units then
+        self._unit = spread / 2 if spread > _SMALLEST else 1.0
         if size < 4 or not np.isfinite(edges).all():
             return
         best: tuple[float, bool] | None = None
@@ -76,14 +79,17 @@ class EdgeIndex:
         if self._grid is None:
             return np.searchsorted(edges, values, side="right").astype(np.intp, copy=False)
         log_scale, origin, inv, start = self._grid
-        cell = (self._scale(values, log_scale=log_scale) - origin) * inv
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            cell = (self._scale(values, log_scale=log_scale) - origin) * inv
+        unusable = ~np.isfinite(cell)  # extreme values: let searchsorted answer them
+        cell[unusable] = 0
         np.clip(cell, 0, len(start) - 1, out=cell)
         index = start[cell.astype(np.intp)]
         above = np.concatenate([edges, np.full(_STEPS + 1, np.inf)])
         below = np.concatenate([[-np.inf], edges])
         for _ in range(_STEPS):
             index += values >= above[index]
-        wrong = (values >= above[index]) | (values < below[index])
+        wrong = (values >= above[index]) | (values < below[index]) | unusable
         if wrong.any():
             index[wrong] = np.searchsorted(edges, values[wrong], side="right")
         return index
