@@ -1,0 +1,274 @@
+"""Frames and segment files of one partition of the embedded log.
+
+A segment file holds frames back to back. A frame is one append to one partition::
+
+    magic  b"HRL1"      4 bytes
+    length  u64 LE      8 bytes   payload size
+    count   u32 LE      4 bytes   records in the payload
+    crc     u32 LE      4 bytes   CRC32 of length, count and payload
+    payload            length     an Arrow IPC stream (schema + one record batch)
+
+A frame that is cut short or whose checksum does not match ends the valid data of the active
+(last) segment: it is a torn write and is truncated by the next writer, never returned.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fcntl
+import os
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from headrace.errors import SourceError
+
+MAGIC = b"HRL1"
+_HEADER = struct.Struct("<4sQII")
+HEADER_BYTES = _HEADER.size
+SUFFIX = ".seg"
+
+
+class LogError(SourceError):
+    """The embedded log cannot be read or written as asked (offset gone, schema, corruption)."""
+
+
+def encode_frame(batch: pa.RecordBatch) -> bytes:
+    """One frame holding ``batch``: header, then the batch as an Arrow IPC stream."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    payload: bytes = sink.getvalue().to_pybytes()
+    fields = struct.pack("<QI", len(payload), batch.num_rows)
+    crc = zlib.crc32(payload, zlib.crc32(fields))
+    return _HEADER.pack(MAGIC, len(payload), batch.num_rows, crc) + payload
+
+
+def decode_payload(payload: bytes) -> pa.Table:
+    """The records of a frame's payload."""
+    return pa.ipc.open_stream(payload).read_all()
+
+
+@dataclass
+class Segment:
+    """The index of one segment file: where each frame starts and its first offset."""
+
+    path: Path
+    base: int
+    starts: list[int] = field(default_factory=list)  # first offset of each frame
+    positions: list[int] = field(default_factory=list)  # byte position of each frame
+    end: int = 0  # offset after the last indexed record
+    size: int = 0  # bytes indexed (valid data)
+    sealed: bool = False  # a later segment exists: nothing is ever written here again
+
+    def __post_init__(self) -> None:
+        self.end = self.base
+
+
+def segment_name(base: int) -> str:
+    """The file name of the segment whose first record has offset ``base``."""
+    return f"{base:020d}{SUFFIX}"
+
+
+def _scan(segment: Segment, *, verify: bool) -> None:
+    """Index the frames of ``segment`` after ``segment.size``; stop at the first bad one."""
+    with segment.path.open("rb") as file:
+        file_size = os.fstat(file.fileno()).st_size
+        file.seek(segment.size)
+        while True:
+            header = file.read(HEADER_BYTES)
+            if len(header) < HEADER_BYTES:
+                return
+            magic, length, count, crc = _HEADER.unpack(header)
+            if magic != MAGIC or segment.size + HEADER_BYTES + length > file_size:
+                return
+            if verify:
+                payload = file.read(length)
+                if zlib.crc32(payload, zlib.crc32(header[4:16])) != crc:
+                    return
+            else:
+                file.seek(length, os.SEEK_CUR)
+            segment.starts.append(segment.end)
+            segment.positions.append(segment.size)
+            segment.end += count
+            segment.size += HEADER_BYTES + length
+
+
+class PartitionFiles:
+    """The segment files of one partition, with a thread lock and a file lock around them.
+
+    Every method takes the locks itself; the index is refreshed from disk under the file lock
+    so that appends by other processes (and their retention) are seen.
+    """
+
+    def __init__(self, directory: Path, number: int) -> None:
+        self.directory = directory
+        self.number = number
+        directory.mkdir(parents=True, exist_ok=True)
+        self._thread_lock = threading.Lock()
+        self._lock_fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self.segments: list[Segment] = []
+
+    def close(self) -> None:
+        """Release the lock file."""
+        os.close(self._lock_fd)
+
+    @contextmanager
+    def locked(self, *, exclusive: bool) -> Iterator[None]:
+        """Hold this partition (thread lock + ``flock``) with an index fresh from disk."""
+        with self._thread_lock:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                self._refresh(repair=exclusive)
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _refresh(self, *, repair: bool) -> None:
+        names = sorted(p.name for p in self.directory.iterdir() if p.name.endswith(SUFFIX))
+        present = set(names)
+        self.segments = [s for s in self.segments if s.path.name in present]
+        known = {s.path.name for s in self.segments}
+        for name in names:
+            if name not in known:
+                self.segments.append(Segment(self.directory / name, int(name[: -len(SUFFIX)])))
+        self.segments.sort(key=lambda s: s.base)
+        for index, segment in enumerate(self.segments):
+            last = index == len(self.segments) - 1
+            if segment.sealed:
+                continue
+            _scan(segment, verify=last)
+            segment.sealed = not last
+            if index and self.segments[index - 1].end != segment.base:
+                msg = (
+                    f"partition {self.number}: segment {segment.path.name} starts at offset "
+                    f"{segment.base} but the one before ends at {self.segments[index - 1].end}; "
+                    f"the log directory {self.directory} is damaged"
+                )
+                raise LogError(msg)
+            if last and repair and segment.path.stat().st_size > segment.size:
+                os.truncate(segment.path, segment.size)  # a torn write: drop it
+
+    @property
+    def start(self) -> int:
+        """The first offset still stored."""
+        return self.segments[0].base if self.segments else 0
+
+    @property
+    def end(self) -> int:
+        """The offset the next record will get."""
+        return self.segments[-1].end if self.segments else 0
+
+    def write(self, frame: bytes, count: int, *, segment_bytes: int, fsync: bool) -> int:
+        """Append one frame (call under the exclusive lock); return its first offset."""
+        if not self.segments or (
+            self.segments[-1].size >= segment_bytes and self.segments[-1].starts
+        ):
+            path = self.directory / segment_name(self.end)
+            path.touch()
+            if fsync:
+                _fsync_directory(self.directory)
+            if self.segments:
+                self.segments[-1].sealed = True
+            self.segments.append(Segment(path, self.end))
+        segment = self.segments[-1]
+        try:
+            with segment.path.open("ab") as file:
+                file.write(frame)
+                file.flush()
+                if fsync:
+                    os.fsync(file.fileno())
+        except OSError as exc:
+            os.truncate(segment.path, segment.size)
+            msg = (
+                f"partition {self.number}: appending to {segment.path} failed ({exc}); "
+                f"nothing of this append was kept"
+            )
+            raise LogError(msg) from exc
+        first = segment.end
+        segment.starts.append(first)
+        segment.positions.append(segment.size)
+        segment.end += count
+        segment.size += len(frame)
+        return first
+
+    def read(self, offset: int, max_records: int) -> list[pa.Table]:
+        """The tables of frames holding ``[offset, offset + max_records)`` (sliced), in order."""
+        tables: list[pa.Table] = []
+        wanted = max_records
+        index = bisect.bisect_right([s.base for s in self.segments], offset) - 1
+        while wanted > 0 and 0 <= index < len(self.segments):
+            segment = self.segments[index]
+            tables.extend(_read_segment(segment, offset, wanted, self.number))
+            taken = min(segment.end - offset, wanted)
+            if taken > 0:
+                offset += taken
+                wanted -= taken
+            index += 1
+        return tables
+
+    def retain(self, max_bytes: int | None, max_age: float | None) -> int:
+        """Delete old sealed segments beyond ``max_bytes`` or ``max_age`` (s); return how many."""
+        now = time.time()
+        total = sum(s.size for s in self.segments)
+        deleted = 0
+        while len(self.segments) > 1:
+            oldest = self.segments[0]
+            too_big = max_bytes is not None and total > max_bytes
+            too_old = max_age is not None and now - oldest.path.stat().st_mtime > max_age
+            if not (too_big or too_old):
+                break
+            oldest.path.unlink()
+            total -= oldest.size
+            self.segments.pop(0)
+            deleted += 1
+        return deleted
+
+
+def _read_segment(segment: Segment, offset: int, wanted: int, partition: int) -> list[pa.Table]:
+    first = bisect.bisect_right(segment.starts, offset) - 1
+    if first < 0 or offset >= segment.end:
+        return []
+    last = first
+    while last + 1 < len(segment.starts) and segment.starts[last + 1] < offset + wanted:
+        last += 1
+    begin = segment.positions[first]
+    stop = segment.positions[last + 1] if last + 1 < len(segment.positions) else segment.size
+    with segment.path.open("rb") as file:
+        file.seek(begin)
+        data = file.read(stop - begin)
+    tables: list[pa.Table] = []
+    position = 0
+    for frame in range(first, last + 1):
+        _magic, length, _count, crc = _HEADER.unpack_from(data, position)
+        payload = data[position + HEADER_BYTES : position + HEADER_BYTES + length]
+        fields = data[position + 4 : position + 16]
+        if len(payload) < length or zlib.crc32(payload, zlib.crc32(fields)) != crc:
+            msg = (
+                f"partition {partition}: the frame at byte {begin + position} of "
+                f"{segment.path} fails its checksum; the segment is corrupt"
+            )
+            raise LogError(msg)
+        table = decode_payload(payload)
+        skip = max(offset - segment.starts[frame], 0)
+        take = min(table.num_rows - skip, wanted)
+        tables.append(table.slice(skip, take))
+        offset += take
+        wanted -= take
+        position += HEADER_BYTES + length
+    return tables
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
