@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from headrace.core.fingerprint import content_hash, key_hash
-from headrace.core.records import DatasetVersion, NodeRunRecord, NodeStatus
+from headrace.core.records import NodeRunRecord, NodeStatus
 from headrace.engines.batch.features import compute_view, event_time_utc, view_input
 from headrace.engines.batch.plan import Task
-from headrace.engines.batch.task import Output, _AttemptsFailed, _describe, _now
+from headrace.engines.batch.task import Output, _AttemptsFailed, _describe
 
 if TYPE_CHECKING:
     from headrace.core.features import FeatureView
@@ -200,23 +200,7 @@ class FeatureStep:
                 commit_metadata=metadata,
                 replace_where=f"\"{column}\" >= '{start.isoformat()}'",
             )
-        runner.log.record_dataset_version(
-            DatasetVersion(
-                dataset=name,
-                version=written.version,
-                run_id=runner.run_id,
-                node=name,
-                created_at=_now(),
-                partition=None,
-                rows_written=written.rows_written,
-                total_rows=written.total_rows,
-                bytes=written.bytes,
-                content_hash=digest,
-                schema=dict(written.schema),
-                cache_key=cache_key,
-                code_hash=code_hash,
-            )
-        )
+        runner._record_version(task, name, written, digest, (cache_key, code_hash))
         return Output(
             key=f"{name}@{written.version}:{digest}",
             rows=written.total_rows,

@@ -258,23 +258,8 @@ class IngestStep:
                 name, frame, commit_metadata=metadata, append=append, transaction=transaction
             )
         position = extra.get("headrace.position")
-        self.runner.log.record_dataset_version(
-            DatasetVersion(
-                dataset=name,
-                version=written.version,
-                run_id=self.runner.run_id,
-                node=task.node.name,
-                created_at=_now(),
-                partition=None,
-                rows_written=written.rows_written,
-                total_rows=written.total_rows,
-                bytes=written.bytes,
-                content_hash=digest,
-                schema=dict(written.schema),
-                cache_key=cache_key,
-                code_hash=code_hash,
-                position=json.loads(position) if position else None,
-            )
+        self.runner._record_version(
+            task, name, written, digest, keys, position=json.loads(position) if position else None
         )
         return Output(key=digest, rows=written.total_rows, dataset=name, version=written.version)
 

@@ -33,7 +33,7 @@ from headrace.core.records import DatasetVersion, NodeRunRecord, NodeStatus, Qua
 from headrace.core.redaction import redact
 from headrace.core.schema_change import classify, contract_schema
 from headrace.engines.batch.plan import Plan, Task
-from headrace.engines.batch.ports import DatasetWriter, RunLog, Validator
+from headrace.engines.batch.ports import DatasetWriter, RunLog, Validator, Written
 from headrace.errors import (
     NodeExecutionError,
     NodeTimeoutError,
@@ -462,23 +462,7 @@ class TaskRunner:
             commit_metadata=self._commit_metadata(task, cache_key, code_hash),
             partition=partition,
         )
-        self.log.record_dataset_version(
-            DatasetVersion(
-                dataset=name,
-                version=written.version,
-                run_id=self.run_id,
-                node=node.name,
-                created_at=_now(),
-                partition=task.partition,
-                rows_written=written.rows_written,
-                total_rows=written.total_rows,
-                bytes=written.bytes,
-                content_hash=digest,
-                schema=dict(written.schema),
-                cache_key=cache_key,
-                code_hash=code_hash,
-            )
-        )
+        self._record_version(task, name, written, digest, (cache_key, code_hash))
         return Output(
             key=digest,
             value=frame,
@@ -486,6 +470,36 @@ class TaskRunner:
             dataset=name,
             version=written.version,
         ), False
+
+    def _record_version(
+        self,
+        task: Task,
+        name: str,
+        written: Written,
+        digest: str,
+        keys: tuple[str, str],
+        *,
+        position: dict[str, Any] | None = None,
+    ) -> None:
+        """Record a committed version of ``name`` (``keys``: the task's cache key and code hash)."""
+        self.log.record_dataset_version(
+            DatasetVersion(
+                dataset=name,
+                version=written.version,
+                run_id=self.run_id,
+                node=task.node.name,
+                created_at=_now(),
+                partition=task.partition,
+                rows_written=written.rows_written,
+                total_rows=written.total_rows,
+                bytes=written.bytes,
+                content_hash=digest,
+                schema=dict(written.schema),
+                cache_key=keys[0],
+                code_hash=keys[1],
+                position=position,
+            )
+        )
 
     def _validated(
         self, task: Task, frame: pl.DataFrame, cache_key: str, code_hash: str
