@@ -20,6 +20,8 @@ from headrace.core.partitions import DailyPartitions, PartitionScheme, StaticPar
 from headrace.core.pipeline import Pipeline
 from headrace.core.records import DatasetVersion, NodeRunRecord, NodeStatus, RunRecord, RunStatus
 from headrace.core.source import CsvOptions, FileSource, SqlSource, files, sql
+from headrace.core.stream import StreamSource
+from headrace.core.windows import Hopping, Session, Tumbling
 from headrace.engines.batch.executor import Executor, LocalExecutor
 from headrace.engines.batch.run import RunResult
 from headrace.errors import HeadraceError
@@ -47,6 +49,7 @@ __all__ = [
     "FileSource",
     "Graph",
     "HeadraceError",
+    "Hopping",
     "LocalExecutor",
     "Node",
     "NodeContext",
@@ -61,11 +64,14 @@ __all__ = [
     "RunRecord",
     "RunResult",
     "RunStatus",
+    "Session",
     "Settings",
     "Severity",
     "SqlSource",
     "StaticPartitions",
+    "StreamSource",
     "TrainingSet",
+    "Tumbling",
     "ValidationResult",
     "checks",
     "errors",

@@ -17,7 +17,8 @@ so that the original traceback stays available (``headrace --debug``).
     │   ├── MissingConfigError       a node needs a config value nobody set
     │   ├── PartitionError           a partition key or range that does not fit the node
     │   ├── UnknownNodeError         a node or pipeline name that does not exist
-    │   └── FeatureDefinitionError   an entity, feature view or feature set is declared wrong
+    │   ├── FeatureDefinitionError   an entity, feature view or feature set is declared wrong
+    │   └── NotStreamableError       a streaming job needs a batch-only node
     ├── NodeExecutionError           a node's function failed (after its retries)
     │   └── NodeTimeoutError         a node ran longer than its timeout
     ├── RunFailedError               a run ended with failed nodes
@@ -30,6 +31,8 @@ so that the original traceback stays available (``headrace --debug``).
     │   ├── DatasetNotFoundError     no such dataset
     │   └── DatasetVersionNotFoundError  no such version of a dataset
     ├── MetadataError                the metadata database cannot be reached or migrated
+    ├── StreamError                  a streaming job cannot start or continue
+    │   └── BrokerError              a broker stayed unreachable (also a SourceError)
     ├── FeatureStoreError            a feature store request cannot be served
     │   ├── UnknownFeatureError      no such view, feature, feature set, version or model
     │   ├── EntityRowsError          entity rows/keys lack a join key or the time column
@@ -41,6 +44,7 @@ so that the original traceback stays available (``headrace --debug``).
 from __future__ import annotations
 
 __all__ = [
+    "BrokerError",
     "ConfigError",
     "ContractError",
     "CycleError",
@@ -57,6 +61,7 @@ __all__ = [
     "MissingConfigError",
     "NodeExecutionError",
     "NodeTimeoutError",
+    "NotStreamableError",
     "OnlineStoreError",
     "PartitionError",
     "PipelineError",
@@ -67,6 +72,7 @@ __all__ = [
     "SchemaChangeError",
     "SourceError",
     "SourceUnavailableError",
+    "StreamError",
     "UnknownFeatureError",
     "UnknownInputError",
     "UnknownNodeError",
@@ -195,3 +201,15 @@ class EntityRowsError(FeatureStoreError):
 
 class OnlineStoreError(FeatureStoreError):
     """The online store cannot be reached, read or written."""
+
+
+class StreamError(HeadraceError):
+    """A streaming job cannot start or continue (see the message for the object and the fix)."""
+
+
+class BrokerError(StreamError, SourceError):
+    """A stream broker (Kafka, NATS, Redis) stayed unreachable or refused a request."""
+
+
+class NotStreamableError(PipelineError):
+    """A node a streaming job needs cannot run on a stream (global sort, dedup, batch code)."""

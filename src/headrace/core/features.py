@@ -57,6 +57,14 @@ from typing import Any, Literal, cast, get_args
 import polars as pl
 
 from headrace.core.fingerprint import key_hash
+from headrace.core.windows import (
+    WINDOW_START,
+    Hopping,
+    Session,
+    Tumbling,
+    Window,
+    window_from_definition,
+)
 from headrace.errors import FeatureDefinitionError, UnknownFeatureError
 
 __all__ = [
@@ -191,7 +199,8 @@ class Aggregate:
 
     column: str | None
     function: AggregationName
-    window: str | timedelta
+    window: str | timedelta | None = None
+    """The trailing window; None inside a view with ``window=`` (the view's window applies)."""
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -205,20 +214,25 @@ class Aggregate:
             msg = f"aggregation {self.function!r} needs a column (only 'count' counts rows)"
             raise FeatureDefinitionError(msg)
         written = self.window
-        window = parse_duration(written, what=f"window of {self.function}({self.column})")
+        window = (
+            None
+            if written is None
+            else parse_duration(written, what=f"window of {self.function}({self.column})")
+        )
         object.__setattr__(self, "window", window)
         if not self.name:
             stem = self.column if self.column is not None else ""
             label = written.replace(" ", "").lower() if isinstance(written, str) else ""
-            parts = [p for p in (stem, self.function, label or duration_text(window)) if p]
+            if window is not None and not label:
+                label = duration_text(window)
+            parts = [p for p in (stem, self.function, label) if p]
             object.__setattr__(self, "name", "_".join(parts))
         _check_name(self.name, what="feature")
 
     @property
     def period(self) -> timedelta:
-        """The window length."""
-        assert isinstance(self.window, timedelta)
-        return self.window
+        """The trailing window length (zero inside a windowed view)."""
+        return self.window if isinstance(self.window, timedelta) else timedelta()
 
     def definition(self) -> dict[str, Any]:
         """A JSON-able description."""
@@ -226,7 +240,7 @@ class Aggregate:
             "name": self.name,
             "aggregate": self.function,
             "column": self.column,
-            "window_seconds": self.period.total_seconds(),
+            "window_seconds": self.period.total_seconds() if self.window is not None else None,
         }
 
 
@@ -262,6 +276,11 @@ class FeatureView:
         features: :class:`Aggregate` and :class:`Feature` items.
         created_time: optional column with when a row was recorded; breaks ties between rows
             with one event time, and lets training sets exclude values recorded after ``t``.
+        window: None for sliding aggregations (each :class:`Aggregate` names its trailing
+            window), or a :class:`~headrace.core.windows.Tumbling`,
+            :class:`~headrace.core.windows.Hopping` or :class:`~headrace.core.windows.Session`
+            window: one row per entity and window, its aggregates without windows of their
+            own, ``event_time`` holding the window end and ``window_start`` its start.
 
     """
 
@@ -273,6 +292,7 @@ class FeatureView:
     features: Sequence[Aggregate | Feature]
     created_time: str | None = None
     description: str = ""
+    window: Window | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name, what="feature view")
@@ -303,6 +323,34 @@ class FeatureView:
                 raise FeatureDefinitionError(msg)
             seen.add(feature.name)
         object.__setattr__(self, "features", features)
+        self._check_windows(features)
+
+    def _check_windows(self, features: tuple[Aggregate | Feature, ...]) -> None:
+        if self.window is None:
+            for feature in features:
+                if isinstance(feature, Aggregate) and feature.window is None:
+                    msg = (
+                        f"feature view {self.name!r}: aggregate {feature.name!r} has no window; "
+                        "give it one (Aggregate(col, fn, '1h')) or give the view window=..."
+                    )
+                    raise FeatureDefinitionError(msg)
+            return
+        if not isinstance(cast("object", self.window), Tumbling | Hopping | Session):
+            msg = (
+                f"feature view {self.name!r}: window must be hr.Tumbling, hr.Hopping or "
+                f"hr.Session, not {self.window!r}"
+            )
+            raise FeatureDefinitionError(msg)
+        for feature in features:
+            if isinstance(feature, Feature) or feature.window is not None:
+                msg = (
+                    f"feature view {self.name!r} has window={self.window!r}: its features must "
+                    f"be aggregates without a window of their own ({feature.name!r} is not)"
+                )
+                raise FeatureDefinitionError(msg)
+        if WINDOW_START in {*self.entity.keys, self.event_time, *self.feature_names}:
+            msg = f"feature view {self.name!r}: {WINDOW_START!r} is reserved in windowed views"
+            raise FeatureDefinitionError(msg)
 
     @property
     def ttl_delta(self) -> timedelta:
@@ -327,7 +375,7 @@ class FeatureView:
 
     @property
     def max_window(self) -> timedelta:
-        """The longest window (zero for a view of row-level features only)."""
+        """The longest trailing window (zero for row-level features or a windowed view)."""
         return max((a.period for a in self.aggregates), default=timedelta())
 
     @property
@@ -351,7 +399,7 @@ class FeatureView:
             "created_time": self.created_time,
             "ttl_seconds": self.ttl_delta.total_seconds(),
             "features": [f.definition() for f in self.features],
-        }
+        } | ({"window": self.window.definition()} if self.window is not None else {})
 
     def fingerprint(self) -> str:
         """A hash of the view's logic: any change to it makes a new view version."""
@@ -374,7 +422,9 @@ class FeatureView:
                     Aggregate(
                         item["column"],
                         item["aggregate"],
-                        timedelta(seconds=item["window_seconds"]),
+                        None
+                        if item["window_seconds"] is None
+                        else timedelta(seconds=item["window_seconds"]),
                         name=item["name"],
                     )
                 )
@@ -393,6 +443,7 @@ class FeatureView:
             ttl=timedelta(seconds=definition["ttl_seconds"]),
             features=features,
             created_time=definition.get("created_time"),
+            window=window_from_definition(definition.get("window")),
         )
 
     def feature(self, name: str) -> Aggregate | Feature:

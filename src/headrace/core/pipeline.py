@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
 from typing import Any, TypeVar, cast, overload
 
 import polars as pl
@@ -39,6 +40,7 @@ from headrace.core.node import (
 )
 from headrace.core.partitions import PartitionScheme
 from headrace.core.source import SourceSpec
+from headrace.core.stream import StreamSource
 from headrace.errors import DuplicateNodeError, PipelineError
 
 __all__ = ["Pipeline"]
@@ -56,6 +58,7 @@ class Pipeline:
         self.description = description
         self._nodes: dict[str, Node] = {}
         self._feature_sets: dict[str, FeatureSet] = {}
+        self._streams: dict[str, StreamSource] = {}
 
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, nodes={len(self._nodes)})"
@@ -282,6 +285,35 @@ class Pipeline:
         check_views(self.feature_views.values(), [feature_set])
         self._feature_sets[feature_set.name] = feature_set
         return feature_set
+
+    @property
+    def streams(self) -> Mapping[str, StreamSource]:
+        """Source nodes fed by a topic in streaming jobs, by node name."""
+        return dict(self._streams)
+
+    def stream(
+        self,
+        node: str,
+        *,
+        event_time: str,
+        disorder: str | timedelta = timedelta(),
+        topic: str = "",
+        key: str | None = None,
+        schema: Mapping[str, pl.DataType | type[pl.DataType]] | None = None,
+    ) -> StreamSource:
+        """Feed source node ``node`` from a topic in streaming jobs (``headrace stream run``).
+
+        See :class:`~headrace.core.stream.StreamSource` for the options. The node keeps its
+        batch function for ``headrace run``; a streaming job reads the topic instead.
+        """
+        if node in self._streams:
+            msg = f"pipeline {self.name!r}: node {node!r} already has a stream; declare it once"
+            raise DuplicateNodeError(msg)
+        spec = StreamSource(
+            node, event_time=event_time, disorder=disorder, topic=topic, key=key, schema=schema
+        )
+        self._streams[node] = spec
+        return spec
 
     def validate(self, config: Mapping[str, Any] | None = None) -> Graph:
         """Check the definition and return its :class:`~headrace.core.graph.Graph`.

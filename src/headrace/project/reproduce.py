@@ -26,8 +26,8 @@ from headrace.core.fingerprint import content_hash
 from headrace.core.graph import Graph
 from headrace.core.node import BindingKind, Node, NodeKind
 from headrace.core.records import NodeRunRecord, NodeStatus, RunRecord
-from headrace.engines.batch.features import compute_view, view_input
 from headrace.engines.batch.task import as_frame, evaluate_node
+from headrace.engines.compute.features import compute_view, view_input
 from headrace.errors import ReproductionError
 from headrace.quality.validation import validate
 

@@ -120,6 +120,26 @@ class FeatureSettings(_Section):
     """Feature data larger than this is joined in hash buckets, one at a time."""
 
 
+class StreamSettings(_Section):
+    """``[stream]``: the broker streaming jobs read from and their checkpointing."""
+
+    broker: str = "log"
+    """``log`` (the embedded log under ``<storage.root>/streams``), or a broker URL:
+    ``kafka://host:port``, ``nats://host:port``, ``redis://host:port/db``."""
+    partitions: int = Field(default=4, ge=1)
+    """Partitions of a topic the embedded log (or a producer) creates."""
+    retention: str | None = None
+    """Embedded log: drop whole segments older than this (``"7d"``); None keeps all."""
+    retention_bytes: int | None = Field(default=None, ge=1)
+    """Embedded log: keep at most about this many bytes per partition."""
+    checkpoint_interval: float = Field(default=1.0, gt=0)
+    """Seconds between checkpoints of a streaming job."""
+    max_batch: int = Field(default=100_000, ge=1)
+    """Most messages one micro-batch takes from the source."""
+    max_in_flight: int = Field(default=4, ge=1)
+    """Polled batches waiting for processing before the source stops reading (backpressure)."""
+
+
 class RetentionPolicy(_Section):
     """How long versions of a dataset are kept.
 
@@ -157,6 +177,7 @@ class Settings(_Section):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
     config: dict[str, Any] = Field(default_factory=dict)
     sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """``[sources.NAME]`` tables: ingest nodes declared in the settings file."""

@@ -15,7 +15,7 @@ import json
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,7 @@ class DatasetStore:
         append: bool = False,
         transaction: tuple[str, int] | None = None,
         replace_where: str | None = None,
+        transactions: Sequence[tuple[str, int]] = (),
     ) -> WriteResult:
         """Commit ``frame`` as the next version of ``name``, atomically.
 
@@ -167,7 +168,8 @@ class DatasetStore:
 
         ``transaction=(app_id, n)`` records that the commit is step ``n`` of writer
         ``app_id`` (a Delta Lake application transaction): readers of
-        :meth:`transaction_version` learn, from the table itself, how far the writer got.
+        :meth:`transaction_version` learn, from the table itself, how far the writer got;
+        ``transactions`` records several writers' steps in the same commit.
         """
         try:
             frame = _storable(frame)
@@ -176,7 +178,10 @@ class DatasetStore:
             raise DatasetError(msg) from None
         properties = CommitProperties(
             custom_metadata=dict(commit_metadata),
-            app_transactions=[Transaction(*transaction)] if transaction else None,
+            app_transactions=[
+                Transaction(*t) for t in [*([transaction] if transaction else []), *transactions]
+            ]
+            or None,
         )
         path = self.path(name)
         with self._locks[name]:

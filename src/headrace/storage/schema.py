@@ -252,3 +252,31 @@ alerts = sa.Table(
     sa.Column("evidence", sa.JSON(), nullable=False),
     sa.Column("deliveries", sa.JSON(), nullable=False),
 )
+
+stream_checkpoints = sa.Table(
+    "stream_checkpoints",
+    metadata,
+    sa.Column("job", sa.String(200), primary_key=True),
+    sa.Column("partition", sa.Integer(), primary_key=True),
+    sa.Column("seq", sa.BigInteger(), nullable=False),
+    sa.Column("position", sa.BigInteger()),
+    sa.Column("state", sa.LargeBinary(), nullable=False),
+    sa.Column("saved_at", UTCDateTime(), nullable=False),
+)
+
+stream_intents = sa.Table(
+    "stream_intents",
+    metadata,
+    sa.Column("job", sa.String(200), primary_key=True),
+    sa.Column("partition", sa.Integer(), primary_key=True),
+    sa.Column("seq", sa.BigInteger(), nullable=False),
+    sa.Column("position", sa.BigInteger(), nullable=False),
+)
+
+stream_members = sa.Table(
+    "stream_members",
+    metadata,
+    sa.Column("job", sa.String(200), primary_key=True),
+    sa.Column("member", sa.String(64), primary_key=True),
+    sa.Column("heartbeat", UTCDateTime(), nullable=False),
+)

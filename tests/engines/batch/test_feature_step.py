@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 import headrace as hr
-from headrace.engines.batch.features import compute_view, view_input
+from headrace.engines.compute.features import compute_view, view_input
 from headrace.errors import FeatureDefinitionError
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)

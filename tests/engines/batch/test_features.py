@@ -30,7 +30,7 @@ from headrace.core.features import (
     Feature,
     FeatureView,
 )
-from headrace.engines.batch.features import compute_view, view_input
+from headrace.engines.compute.features import compute_view, view_input
 from headrace.errors import FeatureDefinitionError
 
 BASE = datetime(2024, 3, 10, 4, tzinfo=UTC)  # New York enters DST at 07:00 UTC this day

@@ -25,9 +25,9 @@ import polars as pl
 
 from headrace.core.fingerprint import content_hash, key_hash
 from headrace.core.records import NodeRunRecord, NodeStatus
-from headrace.engines.batch.features import compute_view, event_time_utc, view_input
 from headrace.engines.batch.plan import Task
 from headrace.engines.batch.task import Output, _AttemptsFailed, _describe
+from headrace.engines.compute.features import compute_view, event_time_utc, view_input
 
 if TYPE_CHECKING:
     from headrace.core.features import FeatureView

@@ -129,6 +129,13 @@ def compute_view(
     counted = source.with_columns(_ok=placeable).collect()
     dropped = counted.height - int(counted["_ok"].sum())
     rows = counted.filter(pl.col("_ok")).drop("_ok").sort(order, maintain_order=True)
+    if view.window is not None:
+        from headrace.engines.compute.windows import (
+            assign_windows,
+            compute_windows,
+        )
+
+        return ComputedView(compute_windows(view, assign_windows(view, rows)), dropped)
     out_cols: list[pl.Expr] = [pl.col(c) for c in order]
     out_cols.extend(f.expr.alias(f.name) for f in view.row_features)
     out = rows.select(out_cols)

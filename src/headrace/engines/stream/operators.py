@@ -1,0 +1,133 @@
+"""Keyed window state of one feature view, advanced micro-batch by micro-batch.
+
+An operator keeps the view's input rows that may still count in an output not yet emitted,
+and emits an output only when it is *final*: when no event that is not late can change it.
+With ``wm`` the watermark (the newest event time seen, minus the disorder bound, over the
+worker's partitions; late events are those older than their partition's watermark):
+
+- sliding ("as of now") rows at time ``t`` are final once ``t < wm``;
+- a tumbling or hopping window ``[start, end)`` once ``end <= wm``; a session likewise.
+
+Outputs are computed by :mod:`headrace.engines.compute` over the kept rows plus the new ones,
+the very functions the batch engine uses, so a final row equals the batch row at that time.
+Which outputs were emitted is kept per source partition (``emitted``: the watermark up to
+which a partition's entities' outputs went out), so state can move between workers.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import polars as pl
+
+from headrace.core.features import FeatureView
+from headrace.core.windows import WINDOW_START, Session
+from headrace.engines.compute.features import compute_view
+from headrace.engines.compute.windows import assign_windows, compute_windows
+
+__all__ = ["PARTITION", "ViewOperator"]
+
+PARTITION = "_hr_partition"
+"""Column of operator rows: the source partition the row came from."""
+
+_UTC = pl.Datetime("us", "UTC")
+
+
+@dataclass
+class ViewOperator:
+    """The state and emission of one feature view in a streaming job."""
+
+    view: FeatureView
+    rows: pl.DataFrame | None = None
+    """Kept input rows (view input columns + :data:`PARTITION`)."""
+    emitted: dict[int, datetime] = field(default_factory=dict)
+    """Per partition: outputs with time below this were emitted."""
+
+    def advance(self, new: pl.DataFrame, watermark: datetime | None) -> pl.DataFrame:
+        """Add ``new`` rows; the outputs that became final below ``watermark``.
+
+        ``watermark`` None means nothing is final yet; ``datetime.max`` (UTC) flushes all.
+        """
+        rows = new if self.rows is None else pl.concat([self.rows, new], how="vertical_relaxed")
+        self.rows = rows
+        if watermark is None or rows.height == 0:
+            return self._empty()
+        view = self.view
+        if view.window is None:
+            out = compute_view(view, rows.lazy()).frame
+        else:
+            ordered = rows.sort([*view.entity.keys, view.event_time], maintain_order=True)
+            out = compute_windows(view, assign_windows(view, ordered))
+        out = self._with_partition(out, rows)
+        final = self._final(out, watermark)
+        self._prune(watermark)
+        for partition in rows[PARTITION].unique().to_list():
+            self.emitted[int(partition)] = max(
+                self.emitted.get(int(partition), watermark), watermark
+            )
+        return final.drop(PARTITION)
+
+    def _final(self, out: pl.DataFrame, watermark: datetime) -> pl.DataFrame:
+        time = pl.col(self.view.event_time)
+        since = pl.col(PARTITION).replace_strict(
+            dict(self.emitted), default=None, return_dtype=_UTC
+        )
+        if self.view.window is None:
+            fresh = time < watermark
+            done = time >= since
+        else:
+            fresh = time <= watermark
+            done = time > since
+        return out.filter(fresh & (done | since.is_null()))
+
+    def _prune(self, watermark: datetime) -> None:
+        assert self.rows is not None
+        view = self.view
+        time = pl.col(view.event_time)
+        window = view.window
+        if window is None:
+            span = view.max_window
+            keep = time > (watermark - span) if span else time >= watermark
+        elif isinstance(window, Session):
+            ordered = self.rows.sort([*view.entity.keys, view.event_time], maintain_order=True)
+            ends = assign_windows(view, ordered)
+            self.rows = ends.filter(pl.col("_hr_end") > watermark).drop(WINDOW_START, "_hr_end")
+            return
+        else:
+            keep = time > (watermark - window.size)
+        self.rows = self.rows.filter(keep)
+
+    def _with_partition(self, out: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
+        keys = list(self.view.entity.keys)
+        owner = rows.select(*keys, PARTITION).unique(keys, keep="last", maintain_order=False)
+        return out.join(owner, on=keys, how="left", nulls_equal=True)
+
+    def _empty(self) -> pl.DataFrame:
+        return pl.DataFrame()
+
+    def snapshot(self, partition: int) -> bytes:
+        """The state of ``partition``'s rows, as Arrow IPC bytes."""
+        rows = self.rows.filter(pl.col(PARTITION) == partition) if self.rows is not None else None
+        buffer = io.BytesIO()
+        (rows if rows is not None else pl.DataFrame()).write_ipc(buffer)
+        return buffer.getvalue()
+
+    def restore(self, partition: int, state: bytes, emitted: datetime | None) -> None:
+        """Add ``partition``'s saved rows (and its emitted bound) to the state."""
+        rows = pl.read_ipc(io.BytesIO(state))
+        if rows.width:
+            merged = [r for r in (self.rows, rows) if r is not None]
+            self.rows = pl.concat(merged, how="vertical_relaxed")
+        if emitted is not None:
+            self.emitted[partition] = emitted
+
+    def release(self, partitions: Iterable[int]) -> None:
+        """Forget the state of ``partitions`` (another worker owns them now)."""
+        gone = list(partitions)
+        if self.rows is not None:
+            self.rows = self.rows.filter(~pl.col(PARTITION).is_in(gone))
+        for partition in gone:
+            self.emitted.pop(partition, None)

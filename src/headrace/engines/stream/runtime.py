@@ -1,0 +1,427 @@
+"""The streaming job: poll, validate, transform, advance windows, emit, checkpoint.
+
+One worker process runs one :class:`StreamJob`. It owns a set of source partitions (all of
+them, or those the broker's consumer group gives it) and keeps their state. Each loop takes
+one micro-batch from the consumer; nothing is polled until the previous batch is processed
+and its online writes are done, so a slow sink slows the source and memory stays bounded by
+``max_batch`` (backpressure).
+
+Exactly-once effects
+--------------------
+- Online store: upserts ordered by event time, so replaying outputs after a crash rewrites
+  the same values and never overwrites a newer one.
+- Offline log: each checkpoint appends its rows in one Delta commit that records, per owned
+  partition, the checkpoint number (a Delta application transaction). Before appending, the
+  job records an *intent* (the positions the checkpoint ends at). After a crash between the
+  append and the checkpoint, the restarted job reads exactly up to those positions, rebuilds
+  the same rows (outputs depend only on the input positions, never on batch boundaries: a
+  row is emitted when final, and late/valid is decided per event), sees from the Delta log
+  that the commit is there, and does not append again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+
+from headrace.connectors.stream.base import OFFSET, PARTITION, Polled, StreamConsumer
+from headrace.core.features import FeatureView
+from headrace.engines.compute.features import view_input
+from headrace.engines.stream.operators import PARTITION as OP_PARTITION
+from headrace.engines.stream.operators import ViewOperator
+from headrace.engines.stream.planner import StreamPlan
+from headrace.engines.stream.ports import Checkpoints, OfflineLog, OnlineSink, RowValidator
+from headrace.engines.stream.state import PartitionState, decode_state, encode_state
+from headrace.errors import StreamError
+
+__all__ = ["JobStats", "StreamJob", "StreamOptions"]
+
+log = logging.getLogger("headrace.stream")
+FLUSH = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
+"""A watermark past every event: flushes every window (end of a bounded input)."""
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How a job runs."""
+
+    checkpoint_interval: float = 1.0
+    max_batch: int = 100_000
+    poll_timeout: float = 0.2
+    until_end: bool = False
+    """Stop (after flushing every window) when a poll finds nothing new."""
+    max_seconds: float | None = None
+    """Stop after this long (then checkpoint, without flushing)."""
+
+
+@dataclass
+class JobStats:
+    """Counters of a job run (what the CLI and benchmarks show)."""
+
+    events: int = 0
+    valid: int = 0
+    quarantined: int = 0
+    late: int = 0
+    emitted: int = 0
+    checkpoints: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    per_view: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Names of the offline datasets a job appends to."""
+
+    events: str
+    late: str
+    quarantine: str
+    views: Mapping[str, str]
+
+
+class StreamJob:
+    """A streaming job over one plan and one consumer (see the module docs)."""
+
+    def __init__(
+        self,
+        name: str,
+        plan: StreamPlan,
+        consumer: Callable[[StreamJob], StreamConsumer],
+        *,
+        validator: RowValidator,
+        online: OnlineSink | None,
+        offline: OfflineLog,
+        checkpoints: Checkpoints,
+        outputs: Outputs,
+        options: StreamOptions,
+        on_batch: Callable[[JobStats], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.plan = plan
+        self.validator = validator
+        self.online = online
+        self.offline = offline
+        self.checkpoints = checkpoints
+        self.outputs = outputs
+        self.options = options
+        self.on_batch = on_batch
+        self.stats = JobStats(per_view={v.name: 0 for v in plan.views})
+        self.operators = {v.name: ViewOperator(v) for v in plan.views}
+        self.max_event: dict[int, datetime] = {}
+        self.positions: dict[int, int | None] = {}
+        self.seq = 0
+        self.caps: dict[int, int] = {}
+        self.cap_seq = 0
+        self._pending: dict[str, list[pl.DataFrame]] = {}
+        self._carry: Polled | None = None
+        self.consumer = consumer(self)
+        """Made after the job: a group-managed consumer calls back into it on rebalances."""
+
+    # -- ownership --------------------------------------------------------------------------
+
+    def assigned(self, partitions: Sequence[int]) -> Mapping[int, int | None]:
+        """Load the checkpointed state of ``partitions``; where to read each from."""
+        saved = self.checkpoints.load(self.name, partitions)
+        for partition in partitions:
+            position: int | None = None
+            if partition in saved:
+                seq, position, blob = saved[partition]
+                self.seq = max(self.seq, seq)
+                state = decode_state(blob)
+                if state.max_event is not None:
+                    self.max_event[partition] = state.max_event
+                for name, operator in self.operators.items():
+                    if name in state.rows:
+                        operator.restore(partition, state.rows[name], state.emitted.get(name))
+            self.positions[partition] = position
+        for partition, (seq, position) in self.checkpoints.intents(self.name, partitions).items():
+            self.caps[partition] = position
+            self.cap_seq = max(self.cap_seq, seq)
+        if self.caps:
+            log.info("replaying up to the intent of checkpoint %d: %s", self.cap_seq, self.caps)
+        return {p: self.positions[p] for p in partitions}
+
+    def revoked(self, partitions: Sequence[int]) -> None:
+        """Checkpoint, then forget, ``partitions`` (the group gives them to another worker)."""
+        if self.caps:
+            return  # mid-replay: the partitions keep their last checkpoint and intent
+        self.checkpoint()
+        for operator in self.operators.values():
+            operator.release(partitions)
+        for partition in partitions:
+            self.positions.pop(partition, None)
+            self.max_event.pop(partition, None)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> JobStats:
+        """Process until stopped (``until_end``/``max_seconds``) and checkpoint at the end."""
+        options = self.options
+        if not self.consumer.group_managed:
+            self.consumer.assign(self.assigned(self.consumer.partitions()))
+        started = time.monotonic()
+        last_checkpoint = started
+        try:
+            while True:
+                polled = self._next()
+                if polled.messages:
+                    self._process(polled)
+                elif options.until_end and not self.caps:
+                    self._flush()
+                    break
+                now = time.monotonic()
+                if self.caps and self._caps_reached():
+                    self.checkpoint(seq=self.cap_seq)
+                    self.caps = {}
+                    last_checkpoint = now
+                elif not self.caps and now - last_checkpoint >= options.checkpoint_interval:
+                    self.checkpoint()
+                    last_checkpoint = now
+                if options.max_seconds is not None and now - started >= options.max_seconds:
+                    break
+            if not self.caps:
+                self.checkpoint()
+        finally:
+            self.stats.seconds = time.monotonic() - started
+        return self.stats
+
+    def _next(self) -> Polled:
+        if self._carry is not None and not self.caps:
+            carry, self._carry = self._carry, None
+            return carry
+        polled = self.consumer.poll(self.options.max_batch, self.options.poll_timeout)
+        if not self.caps or not polled.messages:
+            return polled
+        return self._split_at_caps(polled)
+
+    def _split_at_caps(self, polled: Polled) -> Polled:
+        """Keep what is below the intent's positions; hold the rest until the checkpoint."""
+
+        def below(column: pl.Expr) -> pl.Expr:
+            cap = pl.col(PARTITION).replace_strict(self.caps, default=None, return_dtype=pl.Int64)
+            return cap.is_null() | (column < cap)
+
+        data_in = polled.data.filter(below(pl.col(OFFSET)))
+        bad_in = polled.malformed.filter(below(pl.col(OFFSET)))
+        later = polled.data.height - data_in.height + polled.malformed.height - bad_in.height
+        positions = dict(polled.next_positions)
+        if later:
+            self._carry = Polled(
+                polled.data.filter(~below(pl.col(OFFSET))),
+                dict(polled.next_positions),
+                polled.malformed.filter(~below(pl.col(OFFSET))),
+            )
+            positions.update({p: c for p, c in self.caps.items() if p in positions})
+        return Polled(data_in, positions, bad_in)
+
+    def _caps_reached(self) -> bool:
+        return all((self.positions.get(p) or 0) >= cap for p, cap in self.caps.items())
+
+    def _process(self, polled: Polled) -> None:
+        plan = self.plan
+        stats = self.stats
+        stats.events += polled.messages
+        stats.batches += 1
+        self.positions.update(polled.next_positions)
+        if polled.malformed.height:
+            self._hold(self.outputs.quarantine, polled.malformed)
+            stats.quarantined += polled.malformed.height
+        data = polled.data
+        event_time = plan.stream.event_time
+        if data.height:
+            data, missing = _split_missing_time(data, event_time)
+            if missing.height:
+                self._hold(self.outputs.quarantine, missing)
+                stats.quarantined += missing.height
+        contract = plan.contracts.get(plan.stream.node)
+        if contract is not None and data.height:
+            data, bad = self.validator(data, contract)
+            if bad.height:
+                self._hold(self.outputs.quarantine, _quarantine_rows(bad, plan.stream.node))
+                stats.quarantined += bad.height
+        if data.height:
+            data, late = self._split_late(data)
+            if late.height:
+                self._hold(self.outputs.late, late)
+                stats.late += late.height
+        stats.valid += data.height
+        if data.height:
+            self._hold(self.outputs.events, data)
+        frames = self._transform(data) if data.height else {}
+        watermark = self._watermark()
+        for view in plan.views:
+            operator = self.operators[view.name]
+            rows = frames.get(view.source)
+            fresh = _view_rows(view, rows) if rows is not None and rows.height else None
+            if fresh is None and operator.rows is None:
+                continue
+            out = operator.advance(fresh if fresh is not None else _empty_like(operator), watermark)
+            self._emit(view.name, out)
+        if self.on_batch is not None:
+            self.on_batch(stats)
+
+    def _transform(self, data: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        """Every step's output for this batch (with the partition column), by node name."""
+        plan = self.plan
+        frames: dict[str, pl.DataFrame] = {plan.stream.node: data}
+        if not plan.steps:
+            return frames
+        parts = data.partition_by(PARTITION, as_dict=True, maintain_order=True)
+        outs: dict[str, list[pl.DataFrame]] = {s.node.name: [] for s in plan.steps}
+        for (partition, *_), part in parts.items():
+            current = {plan.stream.node: part}
+            for step in plan.steps:
+                out = step.call(current[step.input].lazy()).collect()
+                if PARTITION not in out.columns:
+                    out = out.with_columns(pl.lit(partition, dtype=pl.Int32).alias(PARTITION))
+                contract = plan.contracts.get(step.node.name)
+                if contract is not None and out.height:
+                    out, bad = self.validator(out, contract)
+                    if bad.height:
+                        rows = _quarantine_rows(bad, step.node.name)
+                        self._hold(self.outputs.quarantine, rows)
+                        self.stats.quarantined += bad.height
+                current[step.node.name] = out
+                outs[step.node.name].append(out)
+        for name, pieces in outs.items():
+            frames[name] = pl.concat(pieces, how="diagonal_relaxed") if pieces else pl.DataFrame()
+        return frames
+
+    def _split_late(self, data: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(on time, late): late = older than its partition's watermark at its arrival."""
+        column = self.plan.stream.event_time
+        disorder = self.plan.stream.disorder
+        ts = _utc(pl.col(column), data.schema[column])
+        seen = pl.col(PARTITION).replace_strict(
+            self.max_event, default=None, return_dtype=pl.Datetime("us", "UTC")
+        )
+        before = pl.max_horizontal(seen, ts.cum_max().shift(1).over(PARTITION))
+        marked = data.with_columns(_hr_before=before, _hr_ts=ts)
+        newest = marked.group_by(PARTITION).agg(pl.col("_hr_ts").max()).rows()
+        for partition, stamp in newest:
+            if stamp is not None:
+                prior = self.max_event.get(int(partition))
+                self.max_event[int(partition)] = stamp if prior is None else max(prior, stamp)
+        is_late = pl.col("_hr_ts") < pl.col("_hr_before") - pl.lit(disorder)
+        late = marked.filter(is_late.fill_null(value=False))
+        on_time = marked.filter(~is_late.fill_null(value=False)).drop("_hr_before", "_hr_ts")
+        if late.height:
+            late = late.with_columns(
+                _hr_reason=pl.lit("late"),
+                _hr_detail=pl.format(
+                    "event time {} is older than the watermark {} of partition {}",
+                    pl.col("_hr_ts"),
+                    pl.col("_hr_before") - pl.lit(disorder),
+                    pl.col(PARTITION),
+                ),
+            ).drop("_hr_before", "_hr_ts")
+        else:
+            late = late.drop("_hr_before", "_hr_ts")
+        return on_time, late
+
+    def _watermark(self) -> datetime | None:
+        owned = [self.max_event[p] for p in self.positions if p in self.max_event]
+        return min(owned) - self.plan.stream.disorder if owned else None
+
+    def _emit(self, view: str, out: pl.DataFrame) -> None:
+        if not out.height:
+            return
+        self.stats.emitted += out.height
+        self.stats.per_view[view] += out.height
+        if self.online is not None:
+            self.online.write(self.operators[view].view, out)
+        self._hold(self.outputs.views[view], out)
+
+    def _flush(self) -> None:
+        for name, operator in self.operators.items():
+            if operator.rows is not None and operator.rows.height:
+                self._emit(name, operator.advance(_empty_like(operator), FLUSH))
+
+    def _hold(self, dataset: str, frame: pl.DataFrame) -> None:
+        self._pending.setdefault(dataset, []).append(frame)
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def checkpoint(self, *, seq: int | None = None) -> None:
+        """Append held outputs exactly once, then save positions and state atomically."""
+        owned = sorted(self.positions)
+        if not owned:
+            return
+        number = seq if seq is not None else self.seq + 1
+        ends = {p: pos for p in owned if (pos := self.positions[p]) is not None}
+        self.checkpoints.intend(self.name, number, ends)
+        writers = {f"{self.name}#{p}": number for p in owned}
+        for dataset, frames in self._pending.items():
+            frame = pl.concat(frames, how="diagonal_relaxed")
+            if not frame.height:
+                continue
+            done = [self.offline.committed(dataset, w) for w in writers]
+            if all(d is not None and d >= number for d in done):
+                continue  # appended before a crash; this replay rebuilt the same rows
+            self.offline.append(dataset, frame, writers)
+        self._pending = {}
+        parts = {p: (self.positions[p], self._state(p)) for p in owned}
+        self.checkpoints.save(self.name, number, parts)
+        self.seq = number
+        self.stats.checkpoints += 1
+        if ends:
+            self.consumer.commit(ends)
+
+    def _state(self, partition: int) -> bytes:
+        return encode_state(
+            PartitionState(
+                max_event=self.max_event.get(partition),
+                emitted={n: o.emitted.get(partition) for n, o in self.operators.items()},
+                rows={n: o.snapshot(partition) for n, o in self.operators.items()},
+            )
+        )
+
+
+def _utc(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    if isinstance(dtype, pl.Datetime):
+        zoned = expr.dt.replace_time_zone("UTC") if dtype.time_zone is None else expr
+        return zoned.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
+    msg = f"event-time column is {dtype}, not a datetime; declare it as one in the stream schema"
+    raise StreamError(msg)
+
+
+def _split_missing_time(data: pl.DataFrame, column: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    if column not in data.columns:
+        msg = (
+            f"the stream's events have no event-time column {column!r} (they have: "
+            f"{', '.join(data.columns)}); fix event_time= in pipeline.stream(...)"
+        )
+        raise StreamError(msg)
+    missing = data.filter(pl.col(column).is_null())
+    if not missing.height:
+        return data, missing
+    reasons = missing.with_columns(
+        _hr_reason=pl.lit("missing_event_time"),
+        _hr_detail=pl.lit(f"the event has no {column!r}"),
+    )
+    return data.filter(pl.col(column).is_not_null()), reasons
+
+
+def _quarantine_rows(bad: pl.DataFrame, node: str) -> pl.DataFrame:
+    return bad.with_columns(_hr_node=pl.lit(node))
+
+
+def _view_rows(view: FeatureView, rows: pl.DataFrame) -> pl.DataFrame:
+    parts = rows.partition_by(PARTITION, as_dict=True, maintain_order=True)
+    pieces = [
+        view_input(view, part.lazy(), what=f"source {view.source!r}")
+        .collect()
+        .with_columns(pl.lit(partition, dtype=pl.Int32).alias(OP_PARTITION))
+        for (partition, *_), part in parts.items()
+    ]
+    return pl.concat(pieces, how="vertical_relaxed")
+
+
+def _empty_like(operator: ViewOperator) -> pl.DataFrame:
+    assert operator.rows is not None
+    return operator.rows.clear()
