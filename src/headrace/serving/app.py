@@ -1,4 +1,4 @@
-"""The HTTP API (FastAPI): feature lookups for models, and what is registered.
+"""The HTTP API (FastAPI): feature lookups for models, events pushed to topics, the registry.
 
 ``headrace serve`` (or ``headrace features serve``) runs it with Uvicorn; the OpenAPI
 document is at ``/openapi.json`` and the interactive docs at ``/docs``.
@@ -6,20 +6,32 @@ document is at ``/openapi.json`` and the interactive docs at ``/docs``.
 Errors are answered with a JSON body ``{"error": {"type": ..., "message": ...}}``: 404 for an
 unknown feature set, version or model, 422 for a malformed request or entity keys lacking a
 join key, 503 when the online store cannot be reached. A bug is a 500, never a bad request.
+
+``POST /streams/{topic}/events`` appends events to a topic of the project's stream broker
+(:mod:`headrace.project.streams`): 400 for a body that does not parse, 415 for another
+content type, 422 for records that do not fit the topic (the error also has ``reason``,
+``record`` and ``field``), 503 when the log or the broker cannot be written. A refused request
+appends nothing.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.concurrency import run_in_threadpool
 
+from headrace.connectors.log import LogError
 from headrace.errors import (
+    BrokerError,
     EntityRowsError,
     FeatureStoreError,
     HeadraceError,
@@ -27,6 +39,16 @@ from headrace.errors import (
     UnknownFeatureError,
 )
 from headrace.project.project import Project
+from headrace.project.streams import (
+    ARROW_STREAM,
+    JSON,
+    NDJSON,
+    EventsError,
+    ProducedEvents,
+    TopicNameError,
+    TopicWriter,
+    check_topic,
+)
 
 __all__ = ["create_app"]
 
@@ -105,17 +127,88 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+class PushResponse(BaseModel):
+    """Where the pushed events went."""
+
+    topic: str
+    events: int = Field(description="Events appended.")
+    partitions: list[int] = Field(
+        description="Partitions that received events (empty when a broker, not the embedded "
+        "log, took them)."
+    )
+    first_offsets: dict[str, int] = Field(
+        description="Per partition, the offset of the first event of this request."
+    )
+
+
+class PushErrorDetail(BaseModel):
+    """What was wrong with pushed events; ``record`` (0-based) and ``field`` say where."""
+
+    type: str
+    message: str
+    reason: str | None = None
+    record: int | None = None
+    field: str | None = None
+
+
+class PushErrorBody(BaseModel):
+    """Why nothing of the request was appended."""
+
+    error: PushErrorDetail
+
+
+_PUSH_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": PushErrorBody, "description": "The body is not JSON, NDJSON or Arrow."},
+    415: {"model": PushErrorBody, "description": "Another content type."},
+    422: {
+        "model": PushErrorBody,
+        "description": "A bad topic name, or records that do not fit the topic's schema.",
+    },
+    503: {"model": ErrorBody, "description": "The log or the broker cannot be written."},
+}
+_PUSH_BODY = {
+    "required": True,
+    "content": {
+        JSON: {
+            "schema": {
+                "oneOf": [
+                    {"type": "object"},
+                    {"type": "array", "items": {"type": "object"}},
+                ]
+            },
+            "example": [{"user": "ada", "amount": 12.5, "ts": "2024-03-01T12:00:00Z"}],
+        },
+        NDJSON: {"schema": {"type": "string", "description": "One JSON object per line."}},
+        ARROW_STREAM: {
+            "schema": {"type": "string", "format": "binary", "description": "Arrow IPC stream."}
+        },
+    },
+}
+_BAD_BODY = {"not_json", "not_arrow"}
+
+
 def create_app(project: Project) -> FastAPI:
-    """The API of ``project`` (its feature store is opened once and reused)."""
+    """The API of ``project`` (its feature store and topics are opened once and reused)."""
+    topics = _Topics(project)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        topics.close()
+
     app = FastAPI(
         title="headrace",
-        summary="Feature serving and registry of a headrace project.",
+        summary="Feature serving, event ingestion and registry of a headrace project.",
         version="1",
+        lifespan=lifespan,
     )
     store = project.features
 
     @app.exception_handler(HeadraceError)
     async def _headrace_error(_request: Request, exc: HeadraceError) -> JSONResponse:
+        pushed = _push_error(exc)
+        if pushed is not None:
+            return pushed
         status = 400
         if isinstance(exc, UnknownFeatureError):
             status = 404
@@ -204,7 +297,87 @@ def create_app(project: Project) -> FastAPI:
             "feature_set_version": binding.feature_set_version,
         }
 
+    @app.post(
+        "/streams/{topic}/events",
+        response_model=PushResponse,
+        responses=_PUSH_ERRORS,
+        summary="Append events to a topic (JSON, NDJSON or Arrow IPC stream).",
+        openapi_extra={"requestBody": _PUSH_BODY},
+    )
+    async def push(
+        topic: str,
+        request: Request,
+        key: Annotated[
+            str | None,
+            Query(description="Route by this field: equal keys go to one partition, in order."),
+        ] = None,
+    ) -> Response:
+        """Append the events of the body to ``topic`` (created on its first append).
+
+        The body is ``application/json`` (an object, or an array of objects),
+        ``application/x-ndjson`` (one object per line) or ``application/vnd.apache.arrow.stream``.
+        JSON values take the topic's types (ISO 8601 text becomes a datetime); a new topic takes
+        the JSON types. The whole request is checked before anything is appended: a record that
+        does not fit is refused, naming its index and field, and nothing is written.
+        """
+        check_topic(topic)
+        body = await request.body()
+        media_type = request.headers.get("content-type", "")
+        produced = await run_in_threadpool(topics.push, topic, body, media_type, key)
+        return JSONResponse(produced.to_dict())
+
     return app
+
+
+class _Topics:
+    """The topic writers of the app, opened on first use and closed when the app stops."""
+
+    def __init__(self, project: Project) -> None:
+        self._project = project
+        self._writers: dict[str, TopicWriter] = {}
+        self._lock = threading.Lock()
+
+    def push(self, topic: str, body: bytes, media_type: str, key: str | None) -> ProducedEvents:
+        """Decode, check and append one request's events (called in a worker thread)."""
+        writer = self._writer(topic)
+        frame = writer.decode(body, media_type)
+        return writer.send(frame, key=key)
+
+    def _writer(self, topic: str) -> TopicWriter:
+        with self._lock:
+            writer = self._writers.get(topic)
+            if writer is None:
+                writer = self._writers[topic] = TopicWriter(self._project, topic)
+            return writer
+
+    def close(self) -> None:
+        """Close every writer (flushing broker producers)."""
+        with self._lock:
+            writers, self._writers = list(self._writers.values()), {}
+        for writer in writers:
+            writer.close()
+
+
+def _push_error(exc: HeadraceError) -> JSONResponse | None:
+    """The answer to an error of ``POST /streams/{topic}/events`` (None for other errors)."""
+    detail: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+    if isinstance(exc, EventsError):
+        status = 422
+        if exc.reason in _BAD_BODY:
+            status = 400
+        elif exc.reason == "media_type":
+            status = 415
+        detail.update(reason=exc.reason, record=exc.record, field=exc.field)
+    elif isinstance(exc, TopicNameError):
+        status = 422
+        detail.update(reason="topic_name", record=None, field=None)
+    elif isinstance(exc, BrokerError) or (
+        isinstance(exc, LogError) and isinstance(exc.__cause__, OSError)
+    ):
+        status = 503
+    else:
+        return None
+    return JSONResponse({"error": detail}, status_code=status)
 
 
 def _finite(values: list[Any]) -> list[Any]:
