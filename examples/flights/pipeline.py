@@ -71,6 +71,18 @@ def _scan(data_dir: str, table: str, schema: dict[str, type[pl.DataType]] | None
     return pl.scan_csv(csv_path(_dir(data_dir), table), schema=schema, null_values="NA")
 
 
+# In a streaming job (`headrace stream run`) flights_raw is fed by the topic "flights_raw"
+# instead: events with the same columns, time_hour already a UTC datetime, at most an hour out
+# of order. flights_clean and the three flight feature views then run on each micro-batch.
+pipeline.stream(
+    "flights_raw",
+    event_time="time_hour",
+    disorder="1h",
+    key="carrier",
+    schema={**FLIGHTS_SCHEMA, "time_hour": pl.Datetime("us", "UTC")},
+)
+
+
 @pipeline.source(partitions=DAYS, config=["data_dir"])
 def flights_raw(data_dir: str, context: hr.NodeContext) -> pl.LazyFrame:
     """All flights that departed NYC in 2013 (one partition per UTC day)."""

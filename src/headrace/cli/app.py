@@ -31,6 +31,8 @@ from headrace.cli.shared import (
 from headrace.cli.shared import (
     state as _state,
 )
+from headrace.cli.stream import stream_app
+from headrace.cli.stream_run import run as stream_run
 from headrace.core import render
 from headrace.core.records import RunStatus
 from headrace.core.redaction import redact
@@ -52,6 +54,8 @@ datasets_app = typer.Typer(help="List datasets, show one, or its version history
 app.add_typer(runs_app, name="runs")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(features_app, name="features")
+stream_app.command("run")(stream_run)
+app.add_typer(stream_app, name="stream")
 app.command("lineage")(lineage)
 app.command("reproduce")(reproduce)
 app.command("drift")(drift)

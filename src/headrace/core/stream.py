@@ -63,7 +63,9 @@ class StreamSource:
         schema: Mapping[str, pl.DataType | type[pl.DataType]] | None = None,
     ) -> None:
         where = f"stream of node {node!r}"
-        if isinstance(disorder, str) and disorder.strip() in {"0", "0s"}:
+        if disorder == timedelta() or (
+            isinstance(disorder, str) and disorder.strip() in {"0", "0s"}
+        ):
             delay = timedelta()
         else:
             delay = parse_duration(disorder, what=f"{where}: disorder")

@@ -17,6 +17,7 @@ from headrace.storage.online.base import (
     OnlineStore,
     OnlineTable,
     encode_key,
+    encode_keys,
 )
 from headrace.storage.registry import FeatureSetVersion
 
@@ -234,11 +235,10 @@ def materialise_view(
     if temporal:
         latest = latest.with_columns(pl.col(temporal).cast(pl.String))
     for chunk in latest.iter_slices(chunk_rows):
-        key_values = chunk.select(keys).rows()
         event_us = chunk[event].dt.epoch("us").to_list()
         created = chunk[extra[0]].dt.epoch("us").to_list() if extra else [None] * chunk.height
         batch = OnlineRows(
-            keys=[encode_key(k) for k in key_values],
+            keys=encode_keys(chunk, keys),
             event_us=event_us,
             created_us=created,
             values=chunk.select(view.feature_names).rows(),

@@ -38,6 +38,7 @@ from headrace.core.source import source_from_mapping
 from headrace.engines.batch.executor import Executor, LocalExecutor
 from headrace.engines.batch.run import BatchRun, RunListener, RunResult, new_run_id
 from headrace.engines.batch.task import TaskObserver
+from headrace.engines.stream.runtime import JobStats, StreamOptions
 from headrace.errors import (
     ConfigError,
     DatasetNotFoundError,
@@ -220,6 +221,40 @@ class Project:
         """The validated graph of a pipeline with the project's config (plus ``config``)."""
         chosen = pipeline if isinstance(pipeline, Pipeline) else self.pipeline(pipeline)
         return chosen.validate({**self.settings.config, **(config or {})})
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    def produce(self, topic: str, events: pl.DataFrame, *, key: str | None = None) -> int:
+        """Append ``events`` to ``topic`` (of the ``[stream] broker``), routed by ``key``."""
+        from headrace.project.streams import produce
+
+        return produce(self, topic, events, key=key)
+
+    def run_stream(
+        self,
+        pipeline: Pipeline | str | None = None,
+        *,
+        until_end: bool = False,
+        seconds: float | None = None,
+        group: bool = False,
+        views: Sequence[str] = (),
+    ) -> JobStats:
+        """Run the pipeline's streaming job (see :mod:`headrace.project.stream_job`).
+
+        ``until_end`` stops (flushing every window) when the topic has nothing new;
+        ``seconds`` stops after that long; without either it runs until interrupted.
+        """
+        from headrace.project.stream_job import run_stream
+
+        stream = self.settings.stream
+        options = StreamOptions(
+            checkpoint_interval=stream.checkpoint_interval,
+            max_batch=stream.max_batch,
+            until_end=until_end,
+            max_seconds=seconds,
+            group=group,
+        )
+        return run_stream(self, pipeline, views=tuple(views), options=options)
 
     # -- running -----------------------------------------------------------------------------
 

@@ -45,10 +45,18 @@ class CheckpointStore:
             rows = c.execute(query).all()
         return {int(r.partition): (int(r.seq), r.position, bytes(r.state)) for r in rows}
 
-    def save(self, job: str, seq: int, parts: Mapping[int, tuple[int | None, bytes]]) -> None:
+    def save(
+        self,
+        job: str,
+        seq: int,
+        parts: Mapping[int, tuple[int | None, bytes]],
+        *,
+        owner: str | None = None,
+    ) -> None:
         """Checkpoint ``seq`` of ``parts`` (partition -> (position, state)), atomically.
 
-        Also clears the intents of those partitions: the checkpoint fulfils them.
+        Also clears the intents of those partitions: the checkpoint fulfils them. ``owner``
+        (a group member) keeps its claim on the partitions.
         """
         now = datetime.now(UTC)
         table = stream_checkpoints
@@ -65,6 +73,7 @@ class CheckpointStore:
                             "position": position,
                             "state": state,
                             "saved_at": now,
+                            "owner": owner,
                         }
                         for p, (position, state) in parts.items()
                     ],
@@ -110,6 +119,64 @@ class CheckpointStore:
             c.execute(table.delete().where(table.c.job == job, table.c.heartbeat < now - expiry))
             rows = c.execute(sa.select(table.c.member).where(table.c.job == job)).all()
         return sorted(str(r.member) for r in rows)
+
+    def claim(
+        self, job: str, member: str, partitions: Sequence[int], live: Sequence[str]
+    ) -> list[int]:
+        """Take the ``partitions`` nobody live owns; the ones ``member`` now owns.
+
+        A partition is free when it has no checkpoint yet, was released, or its owner is not
+        among the ``live`` members (it died); claiming one without a checkpoint creates an
+        empty one, so that two members cannot both take it.
+        """
+        table = stream_checkpoints
+        now = datetime.now(UTC)
+        taken: list[int] = []
+        with self.metadata.writing() as c:
+            rows = c.execute(
+                sa.select(table.c.partition, table.c.owner).where(
+                    table.c.job == job, table.c.partition.in_(list(partitions))
+                )
+            ).all()
+            owners = {int(r.partition): r.owner for r in rows}
+            for partition in partitions:
+                if partition not in owners:
+                    c.execute(
+                        table.insert().values(
+                            job=job,
+                            partition=partition,
+                            seq=0,
+                            position=None,
+                            state=b"",
+                            saved_at=now,
+                            owner=member,
+                        )
+                    )
+                    taken.append(partition)
+                    continue
+                owner = owners[partition]
+                if owner is None or owner == member or owner not in live:
+                    c.execute(
+                        table.update()
+                        .where(table.c.job == job, table.c.partition == partition)
+                        .values(owner=member)
+                    )
+                    taken.append(partition)
+        return taken
+
+    def release(self, job: str, member: str, partitions: Sequence[int]) -> None:
+        """Give up ``member``'s claim on ``partitions`` (after checkpointing them)."""
+        table = stream_checkpoints
+        with self.metadata.writing() as c:
+            c.execute(
+                table.update()
+                .where(
+                    table.c.job == job,
+                    table.c.owner == member,
+                    table.c.partition.in_(list(partitions)),
+                )
+                .values(owner=None)
+            )
 
     def leave(self, job: str, member: str) -> None:
         """Remove ``member`` from the group (its partitions go to the others)."""

@@ -261,6 +261,7 @@ stream_checkpoints = sa.Table(
     sa.Column("seq", sa.BigInteger(), nullable=False),
     sa.Column("position", sa.BigInteger()),
     sa.Column("state", sa.LargeBinary(), nullable=False),
+    sa.Column("owner", sa.String(64)),
     sa.Column("saved_at", UTCDateTime(), nullable=False),
 )
 

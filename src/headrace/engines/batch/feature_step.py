@@ -133,6 +133,8 @@ class FeatureStep:
     ) -> tuple[pl.DataFrame | None, datetime | None, int]:
         source = view_input(view, self._source(upstream), what=f"source {view.source!r}")
         start = self._changed_since(task, view, upstream)
+        if start is not None and start is not _UNCHANGED and view.window is not None:
+            start = None  # a window (a session above all) can reach back anywhere: recompute
         if start is None:
             computed = compute_view(view, source)
             return computed.frame, None, computed.dropped

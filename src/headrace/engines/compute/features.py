@@ -115,12 +115,17 @@ def _last_in_window(
 
 
 def compute_view(
-    view: FeatureView, source: pl.LazyFrame, *, emit_from: datetime | None = None
+    view: FeatureView,
+    source: pl.LazyFrame,
+    *,
+    emit_from: datetime | None = None,
+    ordered: bool = True,
 ) -> ComputedView:
     """The view's feature rows computed from ``source`` (already through :func:`view_input`).
 
     ``emit_from``: only return rows with event time >= it (``source`` must then hold the
-    history back to ``emit_from - view.max_window`` so windows are complete).
+    history back to ``emit_from - view.max_window`` so windows are complete). ``ordered``
+    False leaves the rows in (keys, time) order instead of the stored (time, ...) order.
     """
     keys = list(view.entity.keys)
     time = view.event_time
@@ -135,7 +140,8 @@ def compute_view(
             compute_windows,
         )
 
-        return ComputedView(compute_windows(view, assign_windows(view, rows)), dropped)
+        windows = compute_windows(view, assign_windows(view, rows), ordered=ordered)
+        return ComputedView(windows, dropped)
     out_cols: list[pl.Expr] = [pl.col(c) for c in order]
     out_cols.extend(f.expr.alias(f.name) for f in view.row_features)
     out = rows.select(out_cols)
@@ -160,5 +166,6 @@ def compute_view(
         since = emit_from.astimezone(UTC) if emit_from.tzinfo else emit_from.replace(tzinfo=UTC)
         out = out.filter(pl.col(time) >= since)
     # Stored in (event time, created time) order: point-in-time joins then need no sort.
-    out = out.sort([time, *order[len(keys) + 1 :]], maintain_order=True)
+    if ordered:
+        out = out.sort([time, *order[len(keys) + 1 :]], maintain_order=True)
     return ComputedView(out, dropped)

@@ -63,18 +63,20 @@ def assign_windows(view: FeatureView, rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def compute_windows(view: FeatureView, assigned: pl.DataFrame) -> pl.DataFrame:
-    """One row per entity and window of :func:`assign_windows` output, in (end, keys) order.
+def compute_windows(
+    view: FeatureView, assigned: pl.DataFrame, *, ordered: bool = True
+) -> pl.DataFrame:
+    """One row per entity and window of :func:`assign_windows` output.
 
     Columns: the keys, :data:`WINDOW_START`, the event time (the window end) and the
-    aggregates. Rows must come in event-time order within an entity (``last`` takes the
-    newest).
+    aggregates; in (end, keys) order unless ``ordered`` is False. Rows must come in
+    event-time order within an entity when the view has a ``last`` (it takes the newest).
     """
     keys = list(view.entity.keys)
-    return (
-        assigned.group_by([*keys, WINDOW_START, "_hr_end"], maintain_order=True)
+    out = (
+        assigned.group_by([*keys, WINDOW_START, "_hr_end"])
         .agg(aggregate_expr(a) for a in view.aggregates)
         .rename({"_hr_end": view.event_time})
         .select(*keys, WINDOW_START, view.event_time, *view.feature_names)
-        .sort([view.event_time, *keys, WINDOW_START])
     )
+    return out.sort([view.event_time, *keys, WINDOW_START]) if ordered else out

@@ -17,7 +17,7 @@ which a partition's entities' outputs went out), so state can move between worke
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -46,10 +46,14 @@ class ViewOperator:
     emitted: dict[int, datetime] = field(default_factory=dict)
     """Per partition: outputs with time below this were emitted."""
 
-    def advance(self, new: pl.DataFrame, watermark: datetime | None) -> pl.DataFrame:
-        """Add ``new`` rows; the outputs that became final below ``watermark``.
+    def advance(
+        self, new: pl.DataFrame, watermark: datetime | None, partitions: Collection[int]
+    ) -> pl.DataFrame:
+        """Add ``new`` rows; the outputs of ``partitions`` that became final below ``watermark``.
 
-        ``watermark`` None means nothing is final yet; ``datetime.max`` (UTC) flushes all.
+        ``watermark`` None means nothing is final yet; a far-future one flushes everything.
+        Rows of other partitions are kept and not emitted (a replay after a crash redoes
+        exactly the partitions the crashed checkpoint covered).
         """
         rows = new if self.rows is None else pl.concat([self.rows, new], how="vertical_relaxed")
         self.rows = rows
@@ -57,17 +61,20 @@ class ViewOperator:
             return self._empty()
         view = self.view
         if view.window is None:
-            out = compute_view(view, rows.lazy()).frame
+            out = compute_view(view, rows.lazy(), ordered=False).frame
         else:
-            ordered = rows.sort([*view.entity.keys, view.event_time], maintain_order=True)
-            out = compute_windows(view, assign_windows(view, ordered))
-        out = self._with_partition(out, rows)
-        final = self._final(out, watermark)
-        self._prune(watermark)
-        for partition in rows[PARTITION].unique().to_list():
-            self.emitted[int(partition)] = max(
-                self.emitted.get(int(partition), watermark), watermark
+            needs_order = isinstance(view.window, Session) or any(
+                a.function == "last" for a in view.aggregates
             )
+            if needs_order:
+                rows = rows.sort([*view.entity.keys, view.event_time], maintain_order=True)
+            out = compute_windows(view, assign_windows(view, rows), ordered=False)
+        out = self._with_partition(out, rows)
+        active = list(partitions)
+        final = self._final(out.filter(pl.col(PARTITION).is_in(active)), watermark)
+        self._prune(watermark, active)
+        for partition in active:
+            self.emitted[partition] = max(self.emitted.get(partition, watermark), watermark)
         return final.drop(PARTITION)
 
     def _final(self, out: pl.DataFrame, watermark: datetime) -> pl.DataFrame:
@@ -83,22 +90,24 @@ class ViewOperator:
             done = time > since
         return out.filter(fresh & (done | since.is_null()))
 
-    def _prune(self, watermark: datetime) -> None:
+    def _prune(self, watermark: datetime, active: list[int]) -> None:
         assert self.rows is not None
         view = self.view
         time = pl.col(view.event_time)
         window = view.window
+        other = ~pl.col(PARTITION).is_in(active)
         if window is None:
             span = view.max_window
             keep = time > (watermark - span) if span else time >= watermark
         elif isinstance(window, Session):
             ordered = self.rows.sort([*view.entity.keys, view.event_time], maintain_order=True)
             ends = assign_windows(view, ordered)
-            self.rows = ends.filter(pl.col("_hr_end") > watermark).drop(WINDOW_START, "_hr_end")
+            kept = ends.filter((pl.col("_hr_end") > watermark) | other)
+            self.rows = kept.drop(WINDOW_START, "_hr_end")
             return
         else:
             keep = time > (watermark - window.size)
-        self.rows = self.rows.filter(keep)
+        self.rows = self.rows.filter(keep | other)
 
     def _with_partition(self, out: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
         keys = list(self.view.entity.keys)
@@ -117,12 +126,14 @@ class ViewOperator:
 
     def restore(self, partition: int, state: bytes, emitted: datetime | None) -> None:
         """Add ``partition``'s saved rows (and its emitted bound) to the state."""
+        if emitted is not None:
+            self.emitted[partition] = emitted
+        if not state:
+            return
         rows = pl.read_ipc(io.BytesIO(state))
         if rows.width:
             merged = [r for r in (self.rows, rows) if r is not None]
             self.rows = pl.concat(merged, how="vertical_relaxed")
-        if emitted is not None:
-            self.emitted[partition] = emitted
 
     def release(self, partitions: Iterable[int]) -> None:
         """Forget the state of ``partitions`` (another worker owns them now)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Protocol
 
 import polars as pl
@@ -48,7 +49,14 @@ class Checkpoints(Protocol):
         """Partition -> (checkpoint number, position, state)."""
         ...
 
-    def save(self, job: str, seq: int, parts: Mapping[int, tuple[int | None, bytes]]) -> None:
+    def save(
+        self,
+        job: str,
+        seq: int,
+        parts: Mapping[int, tuple[int | None, bytes]],
+        *,
+        owner: str | None = None,
+    ) -> None:
         """Checkpoint ``seq``: partition -> (position, state), in one transaction."""
         ...
 
@@ -58,4 +66,22 @@ class Checkpoints(Protocol):
 
     def intents(self, job: str, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
         """Unfulfilled intents: partition -> (checkpoint number, position)."""
+        ...
+
+    def heartbeat(self, job: str, member: str, *, expiry: timedelta) -> list[str]:
+        """Mark ``member`` alive; the live members, sorted."""
+        ...
+
+    def claim(
+        self, job: str, member: str, partitions: Sequence[int], live: Sequence[str]
+    ) -> list[int]:
+        """Take the partitions no live member owns; those ``member`` got."""
+        ...
+
+    def release(self, job: str, member: str, partitions: Sequence[int]) -> None:
+        """Give up ``member``'s claim on ``partitions``."""
+        ...
+
+    def leave(self, job: str, member: str) -> None:
+        """Remove ``member`` from the group."""
         ...

@@ -22,7 +22,9 @@ Exactly-once effects
 from __future__ import annotations
 
 import logging
+import os
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -57,6 +59,11 @@ class StreamOptions:
     """Stop (after flushing every window) when a poll finds nothing new."""
     max_seconds: float | None = None
     """Stop after this long (then checkpoint, without flushing)."""
+    group: bool = False
+    """Share the partitions with other workers of the same job (brokers without their own
+    consumer groups: the checkpoint store keeps the members and who owns what)."""
+    member: str = ""
+    """This worker's name in the group (default: pid + random)."""
 
 
 @dataclass
@@ -119,25 +126,45 @@ class StreamJob:
         self.cap_seq = 0
         self._pending: dict[str, list[pl.DataFrame]] = {}
         self._carry: Polled | None = None
+        self.member = options.member or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._expiry = timedelta(seconds=max(10.0, 5 * options.checkpoint_interval))
+        self._all: list[int] = []
         self.consumer = consumer(self)
         """Made after the job: a group-managed consumer calls back into it on rebalances."""
 
     # -- ownership --------------------------------------------------------------------------
 
+    @property
+    def owned(self) -> list[int]:
+        """The partitions this worker owns."""
+        return sorted(self.positions)
+
+    @property
+    def active(self) -> list[int]:
+        """The partitions being processed: all owned, or only those replaying an intent."""
+        return sorted(self.caps) if self.caps else self.owned
+
     def assigned(self, partitions: Sequence[int]) -> Mapping[int, int | None]:
-        """Load the checkpointed state of ``partitions``; where to read each from."""
+        """Load the checkpointed state of ``partitions``; where to read each from.
+
+        Partitions whose last checkpoint left an intent (the worker crashed between the
+        offline append and the checkpoint) are replayed first, alone, up to the intent.
+        """
+        if self.positions and self._pending_rows():
+            self.checkpoint()  # what the others hold goes out before any replay
         saved = self.checkpoints.load(self.name, partitions)
         for partition in partitions:
             position: int | None = None
             if partition in saved:
                 seq, position, blob = saved[partition]
                 self.seq = max(self.seq, seq)
-                state = decode_state(blob)
-                if state.max_event is not None:
+                state = decode_state(blob) if blob else None
+                if state is not None and state.max_event is not None:
                     self.max_event[partition] = state.max_event
                 for name, operator in self.operators.items():
-                    if name in state.rows:
-                        operator.restore(partition, state.rows[name], state.emitted.get(name))
+                    if state is not None:
+                        rows = state.rows.get(name, b"")
+                        operator.restore(partition, rows, state.emitted.get(name))
             self.positions[partition] = position
         for partition, (seq, position) in self.checkpoints.intents(self.name, partitions).items():
             self.caps[partition] = position
@@ -147,23 +174,53 @@ class StreamJob:
         return {p: self.positions[p] for p in partitions}
 
     def revoked(self, partitions: Sequence[int]) -> None:
-        """Checkpoint, then forget, ``partitions`` (the group gives them to another worker)."""
-        if self.caps:
-            return  # mid-replay: the partitions keep their last checkpoint and intent
-        self.checkpoint()
+        """Checkpoint, then forget, ``partitions`` (another worker takes them)."""
+        gone = [p for p in partitions if p in self.positions]
+        if not gone:
+            return
+        if not self.caps:
+            self.checkpoint()
         for operator in self.operators.values():
-            operator.release(partitions)
-        for partition in partitions:
+            operator.release(gone)
+        for partition in gone:
             self.positions.pop(partition, None)
             self.max_event.pop(partition, None)
+            self.caps.pop(partition, None)
+
+    def _rebalance(self) -> None:
+        """Share the partitions with the live members of the group (checkpoint-store groups)."""
+        live = self.checkpoints.heartbeat(self.name, self.member, expiry=self._expiry)
+        if self.member not in live:
+            live = sorted([*live, self.member])
+        index, size = live.index(self.member), len(live)
+        mine = [p for i, p in enumerate(self._all) if i % size == index]
+        lost = [p for p in self.owned if p not in mine]
+        if lost:
+            self.revoked(lost)
+            self.checkpoints.release(self.name, self.member, lost)
+            log.info("handed partitions %s over (members: %s)", lost, live)
+        wanted = [p for p in mine if p not in self.positions]
+        got = self.checkpoints.claim(self.name, self.member, wanted, live) if wanted else []
+        if got:
+            self.assigned(got)
+            log.info("took partitions %s (members: %s)", got, live)
+        if lost or got:
+            self.consumer.assign({p: self.positions[p] for p in self.active})
 
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> JobStats:
         """Process until stopped (``until_end``/``max_seconds``) and checkpoint at the end."""
         options = self.options
-        if not self.consumer.group_managed:
+        if self.consumer.group_managed:
+            pass  # the broker's group assigns partitions, through assigned()/revoked()
+        elif options.group:
+            self._all = sorted(self.consumer.partitions())
+            self._rebalance()
+        else:
             self.consumer.assign(self.assigned(self.consumer.partitions()))
+            if self.caps:
+                self.consumer.assign({p: self.positions[p] for p in self.active})
         started = time.monotonic()
         last_checkpoint = started
         try:
@@ -171,21 +228,31 @@ class StreamJob:
                 polled = self._next()
                 if polled.messages:
                     self._process(polled)
-                elif options.until_end and not self.caps:
+                elif polled.next_positions:
+                    self.positions.update(polled.next_positions)  # a replay's cut-off tail
+                elif options.until_end and not self.caps and self.positions:
                     self._flush()
                     break
                 now = time.monotonic()
                 if self.caps and self._caps_reached():
                     self.checkpoint(seq=self.cap_seq)
                     self.caps = {}
+                    if not self.consumer.group_managed:
+                        self.consumer.assign({p: self.positions[p] for p in self.owned})
                     last_checkpoint = now
-                elif not self.caps and now - last_checkpoint >= options.checkpoint_interval:
-                    self.checkpoint()
+                elif now - last_checkpoint >= options.checkpoint_interval:
+                    if not self.caps:
+                        self.checkpoint()
+                    if options.group and not self.consumer.group_managed:
+                        self._rebalance()
                     last_checkpoint = now
                 if options.max_seconds is not None and now - started >= options.max_seconds:
                     break
             if not self.caps:
                 self.checkpoint()
+            if options.group and not self.consumer.group_managed:
+                self.checkpoints.release(self.name, self.member, self.owned)
+                self.checkpoints.leave(self.name, self.member)
         finally:
             self.stats.seconds = time.monotonic() - started
         return self.stats
@@ -200,7 +267,11 @@ class StreamJob:
         return self._split_at_caps(polled)
 
     def _split_at_caps(self, polled: Polled) -> Polled:
-        """Keep what is below the intent's positions; hold the rest until the checkpoint."""
+        """Keep what is below the intent's positions.
+
+        The rest is read again after the replay's checkpoint (the consumer is sent back to the
+        intent's positions); a group-managed consumer cannot seek, so it is held instead.
+        """
 
         def below(column: pl.Expr) -> pl.Expr:
             cap = pl.col(PARTITION).replace_strict(self.caps, default=None, return_dtype=pl.Int64)
@@ -209,14 +280,16 @@ class StreamJob:
         data_in = polled.data.filter(below(pl.col(OFFSET)))
         bad_in = polled.malformed.filter(below(pl.col(OFFSET)))
         later = polled.data.height - data_in.height + polled.malformed.height - bad_in.height
-        positions = dict(polled.next_positions)
-        if later:
+        if later and self.consumer.group_managed:
             self._carry = Polled(
                 polled.data.filter(~below(pl.col(OFFSET))),
                 dict(polled.next_positions),
                 polled.malformed.filter(~below(pl.col(OFFSET))),
             )
-            positions.update({p: c for p, c in self.caps.items() if p in positions})
+        positions = {
+            p: min(position, self.caps[p]) if p in self.caps else position
+            for p, position in polled.next_positions.items()
+        }
         return Polled(data_in, positions, bad_in)
 
     def _caps_reached(self) -> bool:
@@ -260,7 +333,8 @@ class StreamJob:
             fresh = _view_rows(view, rows) if rows is not None and rows.height else None
             if fresh is None and operator.rows is None:
                 continue
-            out = operator.advance(fresh if fresh is not None else _empty_like(operator), watermark)
+            new = fresh if fresh is not None else _empty_like(operator)
+            out = operator.advance(new, watermark, self.active)
             self._emit(view.name, out)
         if self.on_batch is not None:
             self.on_batch(stats)
@@ -325,7 +399,7 @@ class StreamJob:
         return on_time, late
 
     def _watermark(self) -> datetime | None:
-        owned = [self.max_event[p] for p in self.positions if p in self.max_event]
+        owned = [self.max_event[p] for p in self.active if p in self.max_event]
         return min(owned) - self.plan.stream.disorder if owned else None
 
     def _emit(self, view: str, out: pl.DataFrame) -> None:
@@ -340,7 +414,7 @@ class StreamJob:
     def _flush(self) -> None:
         for name, operator in self.operators.items():
             if operator.rows is not None and operator.rows.height:
-                self._emit(name, operator.advance(_empty_like(operator), FLUSH))
+                self._emit(name, operator.advance(_empty_like(operator), FLUSH, self.active))
 
     def _hold(self, dataset: str, frame: pl.DataFrame) -> None:
         self._pending.setdefault(dataset, []).append(frame)
@@ -348,29 +422,37 @@ class StreamJob:
     # -- checkpoints ------------------------------------------------------------------------
 
     def checkpoint(self, *, seq: int | None = None) -> None:
-        """Append held outputs exactly once, then save positions and state atomically."""
-        owned = sorted(self.positions)
-        if not owned:
+        """Append held outputs exactly once, then save positions and state atomically.
+
+        ``seq`` is given when finishing a replay: the number of the interrupted checkpoint,
+        whose offline append may already be in the Delta log.
+        """
+        parts = self.active
+        if not parts:
             return
         number = seq if seq is not None else self.seq + 1
-        ends = {p: pos for p in owned if (pos := self.positions[p]) is not None}
+        ends = {p: pos for p in parts if (pos := self.positions[p]) is not None}
         self.checkpoints.intend(self.name, number, ends)
-        writers = {f"{self.name}#{p}": number for p in owned}
+        writers = {f"{self.name}#{p}": number for p in parts}
         for dataset, frames in self._pending.items():
             frame = pl.concat(frames, how="diagonal_relaxed")
             if not frame.height:
                 continue
-            done = [self.offline.committed(dataset, w) for w in writers]
-            if all(d is not None and d >= number for d in done):
-                continue  # appended before a crash; this replay rebuilt the same rows
+            if seq is not None:
+                done = [self.offline.committed(dataset, w) for w in writers]
+                if all(d is not None and d >= number for d in done):
+                    continue  # appended before the crash; the replay rebuilt the same rows
             self.offline.append(dataset, frame, writers)
         self._pending = {}
-        parts = {p: (self.positions[p], self._state(p)) for p in owned}
-        self.checkpoints.save(self.name, number, parts)
-        self.seq = number
+        saved = {p: (self.positions[p], self._state(p)) for p in parts}
+        self.checkpoints.save(self.name, number, saved, owner=self.member)
+        self.seq = max(self.seq, number)
         self.stats.checkpoints += 1
         if ends:
             self.consumer.commit(ends)
+
+    def _pending_rows(self) -> int:
+        return sum(f.height for frames in self._pending.values() for f in frames)
 
     def _state(self, partition: int) -> bytes:
         return encode_state(

@@ -39,7 +39,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["OnlineEntry", "OnlineRows", "OnlineStore", "OnlineTable", "encode_key"]
+import polars as pl
+
+__all__ = [
+    "OnlineEntry",
+    "OnlineRows",
+    "OnlineStore",
+    "OnlineTable",
+    "encode_key",
+    "encode_keys",
+]
 
 Scalar = None | bool | int | float | str
 
@@ -51,6 +60,44 @@ def encode_key(values: Sequence[Any]) -> str:
     ('["AA"]', '["JFK",2013]')
     """
     return json.dumps(list(values), separators=(",", ":"), ensure_ascii=False)
+
+
+_NEEDS_ESCAPE = r'["\\\x00-\x1f]'
+
+
+def encode_keys(frame: pl.DataFrame, columns: Sequence[str]) -> list[str]:
+    """:func:`encode_key` of every row of ``frame[columns]``, vectorised where it can be.
+
+    String and integer keys are put together by Polars (strings needing JSON escapes, and
+    other types, go through :func:`encode_key` row by row), so the text is the same.
+
+    >>> encode_keys(pl.DataFrame({"a": ["x", "y"], "n": [1, 2]}), ["a", "n"])
+    ['["x",1]', '["y",2]']
+    """
+    parts: list[pl.Expr] = []
+    for column in columns:
+        dtype = frame.schema[column]
+        col = pl.col(column)
+        if dtype == pl.String:
+            parts.append(pl.lit('"') + col + pl.lit('"'))
+        elif dtype.is_integer():
+            parts.append(col.cast(pl.String))
+        else:
+            return [encode_key(k) for k in frame.select(columns).rows()]
+    text = pl.lit("[") + pl.concat_str(parts, separator=",") + pl.lit("]")
+    strings = [c for c in columns if frame.schema[c] == pl.String]
+    plain = ~pl.any_horizontal(
+        [pl.col(c).str.contains(_NEEDS_ESCAPE) for c in strings] or [pl.lit(value=False)]
+    )
+    nulls = pl.any_horizontal(pl.col(c).is_null() for c in columns)
+    encoded = frame.select(text.alias("text"), (plain & ~nulls).alias("fast"))
+    if bool(encoded["fast"].all()):
+        return encoded["text"].to_list()
+    slow = frame.select(columns).rows()
+    return [
+        t if fast else encode_key(slow[i])
+        for i, (t, fast) in enumerate(zip(encoded["text"], encoded["fast"], strict=True))
+    ]
 
 
 @dataclass(frozen=True)
