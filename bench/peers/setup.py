@@ -3,7 +3,8 @@
 
 Peers: the orchestrators of the overhead benchmark (``prefect``, ``dagster``, ``airflow``,
 ``hamilton``), the validators of the validation benchmark (``pandera``, ``gx``) and the
-feature store of the training-set / online-lookup comparisons (``feast``).
+feature store of the training-set / online-lookup comparisons (``feast``), the drift
+benchmark's peer (``evidently``) and the streaming benchmark's engine (``bytewax``).
 
 Stdlib only. Usage:
 
@@ -11,6 +12,7 @@ Stdlib only. Usage:
     python bench/peers/setup.py prefect dagster    # a subset
     python bench/peers/setup.py pandera gx         # the validation benchmark's peers
     python bench/peers/setup.py feast              # the feature-store comparisons' peer
+    python bench/peers/setup.py bytewax            # the streaming benchmark's peer
     python bench/peers/setup.py --python /path/to/python3.11 --recreate
 
 Each peer gets ``bench/.venvs/<peer>/`` (gitignored) with the stack pinned in
@@ -31,7 +33,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCH = HERE.parent
 VENVS = BENCH / ".venvs"
-PEERS = ("prefect", "dagster", "airflow", "hamilton", "pandera", "gx", "feast", "evidently")
+PEERS = (
+    "prefect",
+    "dagster",
+    "airflow",
+    "hamilton",
+    "pandera",
+    "gx",
+    "feast",
+    "evidently",
+    "bytewax",
+)
 
 
 def venv_python(peer: str) -> Path:
@@ -77,6 +89,7 @@ def setup_peer(peer: str, python: str, recreate: bool) -> tuple[bool, str]:
         "gx": "import great_expectations as gx; print(gx.__version__)",
         "feast": "import feast; print(feast.__version__)",
         "evidently": "import evidently; print(evidently.__version__)",
+        "bytewax": "import bytewax, importlib.metadata as m; print(m.version('bytewax'))",
     }[peer]
     proc = subprocess.run([py, "-c", probe], check=False, capture_output=True, text=True)
     if proc.returncode != 0:

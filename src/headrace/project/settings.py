@@ -136,8 +136,9 @@ class StreamSettings(_Section):
     """Seconds between checkpoints of a streaming job."""
     max_batch: int = Field(default=100_000, ge=1)
     """Most messages one micro-batch takes from the source."""
-    max_in_flight: int = Field(default=4, ge=1)
-    """Polled batches waiting for processing before the source stops reading (backpressure)."""
+    options: dict[str, str] = Field(default_factory=dict)
+    """Broker client settings, e.g. ``"session.timeout.ms" = "6000"`` for Kafka
+    (librdkafka), ``reconnect_timeout`` (seconds) for every broker."""
 
 
 class RetentionPolicy(_Section):

@@ -158,6 +158,7 @@ def _consumer(project: Project, stream: StreamSource, job: StreamJob) -> StreamC
         schema=stream.schema,
         group=f"headrace-{project.settings.project.name}-{stream.topic}",
         rebalance=job,
+        options=project.settings.stream.options,
     )
 
 

@@ -31,7 +31,10 @@ PIPELINE = textwrap.dedent(
     def events_clean(events_raw: pl.LazyFrame) -> pl.LazyFrame:
         return events_raw.filter(pl.col("kind") != "x").with_columns(double=pl.col("value") * 2)
 
-    pipeline.stream("events_raw", event_time="ts", disorder="{disorder}", key="user")
+    SCHEMA = {"user": pl.String, "ts": pl.Datetime("us", "UTC"), "value": pl.Float64,
+              "kind": pl.String}
+    pipeline.stream("events_raw", event_time="ts", disorder="{disorder}", key="user",
+                    topic="{topic}", schema=SCHEMA)
     USER = hr.Entity("user", ["user"])
     pipeline.features(hr.FeatureView(
         "user_sliding", entity=USER, source="events_clean", event_time="ts", ttl="1d",
@@ -81,11 +84,14 @@ def events(n: int, *, seed: int = 7, jitter_ms: int = 900, users: int = 200) -> 
     ).with_columns(pl.col("ts").dt.cast_time_unit("us"))
 
 
-def make_project(root: Path, *, disorder: str = "2s") -> hr.Project:
-    """A project with the clicks pipeline (no events yet)."""
+def make_project(
+    root: Path, *, disorder: str = "2s", topic: str = "events_raw", stream: str = ""
+) -> hr.Project:
+    """A project with the clicks pipeline (no events yet); ``stream``: a [stream] section."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "headrace.toml").write_text('[project]\nname = "clicks"\n')
-    (root / "pipeline.py").write_text(PIPELINE.replace("{disorder}", disorder))
+    (root / "headrace.toml").write_text(f'[project]\nname = "clicks"\n\n{stream}')
+    text = PIPELINE.replace("{disorder}", disorder).replace("{topic}", topic)
+    (root / "pipeline.py").write_text(text)
     return hr.Project.open(root)
 
 

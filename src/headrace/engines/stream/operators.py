@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import polars as pl
 
@@ -61,7 +61,7 @@ class ViewOperator:
             return self._empty()
         view = self.view
         if view.window is None:
-            out = compute_view(view, rows.lazy(), ordered=False).frame
+            out = compute_view(view, self._touched(rows, new).lazy(), ordered=False).frame
         else:
             needs_order = isinstance(view.window, Session) or any(
                 a.function == "last" for a in view.aggregates
@@ -77,11 +77,45 @@ class ViewOperator:
             self.emitted[partition] = max(self.emitted.get(partition, watermark), watermark)
         return final.drop(PARTITION)
 
+    def flush(self, partitions: Collection[int], far: datetime) -> pl.DataFrame:
+        """Emit everything still open (end of input): :meth:`advance` to the ``far`` watermark.
+
+        The emitted bound then stays just after the newest output rather than at ``far``, so
+        that events arriving after a flush (a resumed job) are emitted in their turn.
+        """
+        assert self.rows is not None
+        out = self.advance(self.rows.clear(), far, partitions)
+        if out.height:
+            time = self.view.event_time
+            newest = out.select(pl.col(time).max()).item()
+            bound = newest + timedelta(microseconds=1) if self.view.window is None else newest
+            for partition in partitions:
+                self.emitted[partition] = bound
+        return out
+
+    def _touched(self, rows: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+        """The kept rows of entities that can have an output to emit.
+
+        Those with new rows or with rows not emitted yet: the others' outputs all went out
+        already. With small micro-batches (low latency) that is a small part of the state.
+        """
+        if not self.emitted:
+            return rows
+        keys = list(self.view.entity.keys)
+        waiting = pl.col(self.view.event_time) >= self._since()
+        touched = pl.concat(
+            [new.select(keys), rows.filter(waiting | self._since().is_null()).select(keys)]
+        ).unique()
+        if touched.height == rows.select(keys).n_unique():
+            return rows
+        return rows.join(touched, on=keys, how="semi", nulls_equal=True)
+
+    def _since(self) -> pl.Expr:
+        return pl.col(PARTITION).replace_strict(dict(self.emitted), default=None, return_dtype=_UTC)
+
     def _final(self, out: pl.DataFrame, watermark: datetime) -> pl.DataFrame:
         time = pl.col(self.view.event_time)
-        since = pl.col(PARTITION).replace_strict(
-            dict(self.emitted), default=None, return_dtype=_UTC
-        )
+        since = self._since()
         if self.view.window is None:
             fresh = time < watermark
             done = time >= since

@@ -399,8 +399,16 @@ class StreamJob:
         return on_time, late
 
     def _watermark(self) -> datetime | None:
-        owned = [self.max_event[p] for p in self.active if p in self.max_event]
-        return min(owned) - self.plan.stream.disorder if owned else None
+        """The lowest partition watermark; None until every partition has had an event.
+
+        A partition that has not delivered yet may still bring events older than the others'
+        watermarks (brokers deliver partitions unevenly), so nothing is final before it has.
+        An idle partition therefore holds outputs back until the end of input (a flush).
+        """
+        active = self.active
+        if not active or any(p not in self.max_event for p in active):
+            return None
+        return min(self.max_event[p] for p in active) - self.plan.stream.disorder
 
     def _emit(self, view: str, out: pl.DataFrame) -> None:
         if not out.height:
@@ -414,7 +422,7 @@ class StreamJob:
     def _flush(self) -> None:
         for name, operator in self.operators.items():
             if operator.rows is not None and operator.rows.height:
-                self._emit(name, operator.advance(_empty_like(operator), FLUSH, self.active))
+                self._emit(name, operator.flush(self.active, FLUSH))
 
     def _hold(self, dataset: str, frame: pl.DataFrame) -> None:
         self._pending.setdefault(dataset, []).append(frame)

@@ -1,0 +1,394 @@
+"""Kafka topics (and Kafka-compatible brokers: Redpanda, Tansu, ...) through confluent-kafka.
+
+The consumer is a member of a Kafka consumer group, so Kafka decides which worker owns which
+partition (``group_managed = True``). When partitions are assigned, the engine's
+:class:`~headrace.connectors.stream.base.Rebalance` listener says where to start each one (the
+engine's checkpoint, not the group's committed offset); when they are revoked it is told first,
+so it can checkpoint them. Both calls happen inside :meth:`KafkaConsumer.poll`. Offsets are
+committed to the group only when the engine calls :meth:`KafkaConsumer.commit`
+(``enable.auto.commit`` is off), for monitoring tools such as consumer-lag exporters.
+
+A lost connection is librdkafka's to retry (it reconnects by itself, with backoff); a broker
+that stays unreachable for ``reconnect_timeout`` seconds, or a fatal client error, raises
+:class:`~headrace.errors.BrokerError`.
+
+The producer writes one JSON object per row (:func:`~headrace.connectors.stream.decode.encode_json`)
+to the partition :func:`~headrace.connectors.stream.decode.partitions_for` gives its key, and
+creates the topic with the requested number of partitions when it does not exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import polars as pl
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_STORED,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from headrace.connectors.stream.base import Polled, Rebalance, StreamConsumer, StreamProducer
+from headrace.connectors.stream.decode import (
+    MessagePositions,
+    decode_json,
+    encode_json,
+    partitions_for,
+)
+from headrace.core.redaction import redact
+from headrace.errors import BrokerError, StreamError
+
+__all__ = ["KafkaConsumer", "KafkaProducer"]
+
+log = logging.getLogger("headrace.connectors.stream.kafka")
+
+_DOWN = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
+_NO_TOPIC = frozenset({KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC})
+_FIX = "check that the broker is running and reachable from here (and bootstrap host:port)"
+
+
+def _shown(bootstrap: str) -> str:
+    return redact(f"kafka://{bootstrap}")
+
+
+class KafkaConsumer(StreamConsumer):
+    """Reads one topic as a member of Kafka consumer group ``group``.
+
+    ``config`` is passed to librdkafka as is (``security.protocol``, ``sasl.*``,
+    ``fetch.max.bytes``, ...); headrace sets ``bootstrap.servers``, ``group.id``,
+    ``enable.auto.commit=false`` and ``auto.offset.reset=earliest``. Without a ``rebalance``
+    listener, assigned partitions start at the group's committed offsets.
+    """
+
+    kind = "kafka"
+    group_managed = True
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        schema: Mapping[str, pl.DataType],
+        group: str,
+        rebalance: Rebalance | None = None,
+        config: Mapping[str, str] | None = None,
+        reconnect_timeout: float = 30.0,
+    ) -> None:
+        self.topic, self.group, self.schema = topic, group, dict(schema)
+        self.rebalance = rebalance
+        self.reconnect_timeout = reconnect_timeout
+        self._shown = _shown(bootstrap)
+        self._owned: set[int] = set()
+        self._down_since: float | None = None
+        self._fatal: KafkaError | None = None
+        self._warned_no_topic = False
+        self._closed = False
+        settings: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            **dict(config or {}),
+            "error_cb": self._on_error,
+            "on_commit": self._on_commit,
+        }
+        try:
+            self._consumer = Consumer(settings)
+        except KafkaException as exc:
+            msg = f"cannot create a Kafka consumer for {self._shown}: {exc}; check its options"
+            raise StreamError(msg) from exc
+        self._consumer.subscribe(
+            [topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
+        )
+
+    # -- group protocol (called by librdkafka from inside consume) -------------------------
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = sorted(tp.partition for tp in partitions)
+        starts: Mapping[int, int | None] = (
+            self.rebalance.assigned(numbers) if self.rebalance is not None else {}
+        )
+        placed = []
+        for number in numbers:
+            if self.rebalance is None:
+                offset = OFFSET_STORED
+            else:
+                start = starts.get(number)
+                offset = OFFSET_BEGINNING if start is None else int(start)
+            placed.append(TopicPartition(self.topic, number, offset))
+        consumer.assign(placed)
+        self._owned = set(numbers)
+        log.info("%s: assigned partitions %s", self.describe(), numbers)
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = sorted(tp.partition for tp in partitions)
+        if self.rebalance is not None and numbers:
+            self.rebalance.revoked(numbers)
+        consumer.unassign()
+        self._owned.difference_update(numbers)
+        log.info("%s: revoked partitions %s", self.describe(), numbers)
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The group moved on without us (session timeout): others may own them already. The
+        # engine hears it as a revocation so it drops their state; committing is pointless.
+        log.warning("%s: lost partitions %s", self.describe(), [p.partition for p in partitions])
+        self._revoked(consumer, partitions)
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self._fatal = error
+        elif error.code() in _DOWN:
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+            log.warning("%s: %s (librdkafka reconnects)", self.describe(), error.str())
+        else:
+            log.warning("%s: %s", self.describe(), error.str())
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if error is not None:
+            log.warning("%s: offset commit failed: %s", self.describe(), error.str())
+
+    # -- StreamConsumer ---------------------------------------------------------------------
+
+    def partitions(self) -> list[int]:
+        """Every partition of the topic, from the broker's metadata."""
+        try:
+            metadata = self._consumer.list_topics(self.topic, timeout=self.reconnect_timeout)
+        except KafkaException as exc:
+            raise self._unreachable(exc) from exc
+        found = metadata.topics.get(self.topic)
+        if found is None or found.error is not None or not found.partitions:
+            msg = (
+                f"topic {self.topic!r} does not exist on {self._shown}; create it (open_producer "
+                "creates it with N partitions) or fix the topic name"
+            )
+            raise StreamError(msg)
+        return sorted(int(p) for p in found.partitions)
+
+    def assign(self, positions: Mapping[int, int | None]) -> None:
+        """Not for Kafka: the consumer group assigns partitions (see :class:`Rebalance`)."""
+        msg = (
+            f"{self.describe()}: Kafka assigns partitions through its consumer group; the "
+            "engine must use the Rebalance listener instead of assign() (group_managed=True)"
+        )
+        raise StreamError(msg)
+
+    def poll(self, max_messages: int, timeout: float) -> Polled:
+        """Up to ``max_messages`` messages of the owned partitions (rebalances happen here)."""
+        try:  # wait for the first message only, then take what is already fetched
+            first = self._consumer.poll(max(0.0, timeout))
+            messages = [] if first is None else [first]
+            if first is not None and max_messages > 1:
+                messages += self._consumer.consume(num_messages=max_messages - 1, timeout=0)
+        except KafkaException as exc:
+            raise self._unreachable(exc) from exc
+        values: list[bytes | None] = []
+        partitions: list[int] = []
+        offsets: list[int] = []
+        for message in messages:
+            if message.error() is None:
+                values.append(message.value())
+                partitions.append(message.partition() or 0)
+                offsets.append(message.offset() or 0)
+            else:
+                self._note(message)
+        self._check_health(bool(values))
+        rows, malformed = decode_json(values, MessagePositions(partitions, offsets), self.schema)
+        following: dict[int, int] = {}
+        for partition, offset in zip(partitions, offsets, strict=True):
+            following[partition] = offset + 1
+        return Polled(rows, following, malformed)
+
+    def _note(self, message: Message) -> None:
+        """An error event in place of a message: remember a fatal one, log the others."""
+        error = message.error()
+        assert error is not None
+        if error.fatal():
+            self._fatal = error
+        elif error.code() in _NO_TOPIC:
+            if not self._warned_no_topic:
+                log.warning("%s: %s; waiting for the topic", self.describe(), error.str())
+                self._warned_no_topic = True
+        elif error.code() != KafkaError._PARTITION_EOF:
+            log.warning("%s: %s", self.describe(), error.str())
+
+    def _check_health(self, received: bool) -> None:
+        if self._fatal is not None:
+            msg = (
+                f"the Kafka client for {self._shown} failed for good: {self._fatal.str()}; "
+                f"{_FIX}, then restart the job"
+            )
+            raise BrokerError(msg)
+        if received:
+            self._down_since = None
+            return
+        down_since = self._down_since
+        if down_since is None or time.monotonic() - down_since < self.reconnect_timeout:
+            return
+        try:  # librdkafka does not say when brokers come back: ask for metadata
+            self._consumer.list_topics(self.topic, timeout=min(5.0, self.reconnect_timeout))
+        except KafkaException as exc:
+            raise self._unreachable(exc) from exc
+        self._down_since = None
+
+    def _unreachable(self, exc: BaseException) -> BrokerError:
+        msg = (
+            f"Kafka broker {self._shown} stayed unreachable for {self.reconnect_timeout:.0f} s "
+            f"({redact(str(exc))}); {_FIX}, or raise reconnect_timeout"
+        )
+        return BrokerError(msg)
+
+    def commit(self, positions: Mapping[int, int]) -> None:
+        """Commit the engine's checkpointed positions of owned partitions (asynchronously)."""
+        offsets = [
+            TopicPartition(self.topic, partition, int(position))
+            for partition, position in sorted(positions.items())
+            if partition in self._owned
+        ]
+        if not offsets or self._closed:
+            return
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            log.warning("%s: offset commit failed: %s", self.describe(), exc)
+
+    def close(self) -> None:
+        """Leave the group (revoking the owned partitions) and release the connections."""
+        if self._closed:
+            return
+        self._closed = True
+        self._consumer.close()
+
+    def describe(self) -> str:
+        """``kafka://host:port topic 'x' group 'g'`` (no password)."""
+        return f"{self._shown} topic {self.topic!r} group {self.group!r}"
+
+
+class KafkaProducer(StreamProducer):
+    """Writes rows to one topic as JSON messages, creating the topic when it is missing.
+
+    ``send`` returns when the broker acknowledged every row (``acks=all``), so a sink can
+    count what it sent as durable. ``config`` goes to librdkafka (and the admin client).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        partitions: int = 4,
+        config: Mapping[str, str] | None = None,
+        reconnect_timeout: float = 30.0,
+    ) -> None:
+        if partitions < 1:
+            msg = f"partitions={partitions} for topic {topic!r}; give 1 or more"
+            raise StreamError(msg)
+        self.topic = topic
+        self.reconnect_timeout = reconnect_timeout
+        self._shown = _shown(bootstrap)
+        self._errors: list[str] = []
+        self._round_robin = 0
+        base: dict[str, Any] = {"bootstrap.servers": bootstrap, **dict(config or {})}
+        self.partitions = self._ensure_topic(AdminClient(base), partitions)
+        self._producer = Producer(
+            {
+                "linger.ms": 5,
+                "acks": "all",
+                **base,
+                "delivery.report.only.error": True,
+                "on_delivery": self._delivered,
+            }
+        )
+
+    def _ensure_topic(self, admin: AdminClient, partitions: int) -> int:
+        """The topic's partition count, creating it with ``partitions`` when missing."""
+        for _ in range(2):
+            existing = self._partition_count(admin)
+            if existing is not None:
+                if existing != partitions:
+                    log.info(
+                        "topic %r on %s has %d partitions (not %d): routing over %d",
+                        self.topic,
+                        self._shown,
+                        existing,
+                        partitions,
+                        existing,
+                    )
+                return existing
+            future = admin.create_topics([NewTopic(self.topic, partitions, -1)])[self.topic]
+            try:
+                future.result(timeout=self.reconnect_timeout)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if not (
+                    isinstance(error, KafkaError) and error.code() == error.TOPIC_ALREADY_EXISTS
+                ):
+                    msg = (
+                        f"cannot create topic {self.topic!r} with {partitions} partitions on "
+                        f"{self._shown}: {redact(str(exc))}; create it yourself or fix the "
+                        "broker settings"
+                    )
+                    raise BrokerError(msg) from exc
+        return partitions
+
+    def _partition_count(self, admin: AdminClient) -> int | None:
+        try:  # all topics: asking for one may auto-create it with the broker's default count
+            metadata = admin.list_topics(timeout=self.reconnect_timeout)
+        except KafkaException as exc:
+            msg = (
+                f"Kafka broker {self._shown} stayed unreachable for "
+                f"{self.reconnect_timeout:.0f} s ({redact(str(exc))}); {_FIX}"
+            )
+            raise BrokerError(msg) from exc
+        found = metadata.topics.get(self.topic)
+        if found is None or found.error is not None or not found.partitions:
+            return None
+        return len(found.partitions)
+
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self._errors.append(error.str())
+
+    def send(self, frame: pl.DataFrame, *, key: Sequence[str] = ()) -> int:
+        """Append ``frame``'s rows, routed by ``key``; returns once all are acknowledged."""
+        payloads = encode_json(frame)
+        targets = partitions_for(frame, key, self.partitions, self._round_robin)
+        self._round_robin = (self._round_robin + frame.height) % self.partitions
+        produce, poll = self._producer.produce, self._producer.poll
+        for count, (payload, partition) in enumerate(zip(payloads, targets, strict=True)):
+            while True:
+                try:
+                    produce(self.topic, payload, partition=partition)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    poll(0.05)
+            if count % 10_000 == 0:
+                poll(0)
+        self._flush()
+        return frame.height
+
+    def _flush(self) -> None:
+        left = self._producer.flush(self.reconnect_timeout)
+        if left or self._errors:
+            errors, self._errors = self._errors, []
+            first = f": {errors[0]}" if errors else ""
+            msg = (
+                f"{left + len(errors)} message(s) to topic {self.topic!r} on {self._shown} were "
+                f"not acknowledged within {self.reconnect_timeout:.0f} s{first}; {_FIX}"
+            )
+            raise BrokerError(msg)
+
+    def close(self) -> None:
+        """Wait for outstanding messages (``reconnect_timeout`` at most)."""
+        self._flush()
