@@ -9,6 +9,11 @@ positions the checkpoint will end at. A job restarted after a crash between the 
 the checkpoint replays exactly up to those positions, so it produces exactly the rows it
 appended before (and skips appending them twice; see the streaming engine).
 
+Window state is a changelog (``stream_state``): each checkpoint stores, per partition and
+feature view, the input rows it added, and deletes the earlier ones that no window can reach
+any more, in the same transaction as the positions. A checkpoint therefore costs what arrived
+since the last one, not the size of the windows; loading concatenates what is left.
+
 Group membership (for brokers without their own consumer groups) is a heartbeat row per
 worker; live members share the partitions (see the engine's coordinator).
 """
@@ -21,12 +26,20 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from headrace.storage.metadata import MetadataStore
-from headrace.storage.schema import stream_checkpoints, stream_intents, stream_members
+from headrace.storage.schema import (
+    stream_checkpoints,
+    stream_intents,
+    stream_members,
+    stream_state,
+)
 
-__all__ = ["CheckpointStore", "SavedPartition"]
+__all__ = ["CheckpointStore", "SavedPartition", "StateRows"]
 
 SavedPartition = tuple[int, int | None, bytes]
 """What a partition's checkpoint holds: (checkpoint number, resume position, state)."""
+
+StateRows = tuple[int, str, int, bytes]
+"""Rows a checkpoint adds to a view's state: (partition, view, newest time in µs, Arrow IPC)."""
 
 
 class CheckpointStore:
@@ -52,15 +65,51 @@ class CheckpointStore:
         parts: Mapping[int, tuple[int | None, bytes]],
         *,
         owner: str | None = None,
+        added: Sequence[StateRows] = (),
+        expired: Mapping[tuple[int, str], int] | None = None,
     ) -> None:
         """Checkpoint ``seq`` of ``parts`` (partition -> (position, state)), atomically.
 
-        Also clears the intents of those partitions: the checkpoint fulfils them. ``owner``
-        (a group member) keeps its claim on the partitions.
+        ``added``: the state rows this checkpoint adds; ``expired``: per (partition, view),
+        a time in µs: saved rows all older than it are deleted. Also clears the intents of
+        those partitions: the checkpoint fulfils them. ``owner`` (a group member) keeps its
+        claim on the partitions.
         """
         now = datetime.now(UTC)
         table = stream_checkpoints
+        state = stream_state
         with self.metadata.writing() as c:
+            for (partition, view), bound in (expired or {}).items():
+                c.execute(
+                    state.delete().where(
+                        state.c.job == job,
+                        state.c.partition == partition,
+                        state.c.view == view,
+                        state.c.newest_us < bound,
+                    )
+                )
+            if added:
+                c.execute(
+                    state.delete().where(
+                        state.c.job == job,
+                        state.c.seq == seq,
+                        state.c.partition.in_(sorted({a[0] for a in added})),
+                    )
+                )
+                c.execute(
+                    state.insert(),
+                    [
+                        {
+                            "job": job,
+                            "partition": p,
+                            "view": v,
+                            "seq": seq,
+                            "newest_us": n,
+                            "rows": b,
+                        }
+                        for p, v, n, b in added
+                    ],
+                )
             c.execute(table.delete().where(table.c.job == job, table.c.partition.in_(list(parts))))
             if parts:
                 c.execute(
@@ -83,6 +132,25 @@ class CheckpointStore:
                     stream_intents.c.job == job, stream_intents.c.partition.in_(list(parts))
                 )
             )
+
+    def state_rows(self, job: str, partitions: Sequence[int]) -> dict[int, dict[str, list[bytes]]]:
+        """The saved state rows of ``partitions``.
+
+        Partition -> view -> Arrow IPC pieces, in checkpoint order.
+        """
+        table = stream_state
+        query = (
+            sa.select(table.c.partition, table.c.view, table.c.rows)
+            .where(table.c.job == job, table.c.partition.in_(list(partitions)))
+            .order_by(table.c.partition, table.c.view, table.c.seq)
+        )
+        saved: dict[int, dict[str, list[bytes]]] = {}
+        with self.metadata.reading() as c:
+            for row in c.execute(query):
+                saved.setdefault(int(row.partition), {}).setdefault(row.view, []).append(
+                    bytes(row.rows)
+                )
+        return saved
 
     def intend(self, job: str, seq: int, positions: Mapping[int, int]) -> None:
         """Record that checkpoint ``seq`` will end at ``positions`` (before its effects)."""

@@ -274,6 +274,20 @@ stream_intents = sa.Table(
     sa.Column("position", sa.BigInteger(), nullable=False),
 )
 
+stream_state = sa.Table(
+    "stream_state",
+    metadata,
+    sa.Column("job", sa.String(200), primary_key=True),
+    sa.Column("partition", sa.Integer(), primary_key=True),
+    sa.Column("view", sa.String(200), primary_key=True),
+    sa.Column("seq", sa.BigInteger(), primary_key=True),
+    sa.Column("newest_us", sa.BigInteger(), nullable=False),
+    sa.Column("rows", sa.LargeBinary(), nullable=False),
+)
+"""A streaming job's window state: per checkpoint, partition and view, the input rows the
+checkpoint added (Arrow IPC) and their newest event time; rows all older than what the view
+still needs are deleted by the checkpoint that makes them useless."""
+
 stream_members = sa.Table(
     "stream_members",
     metadata,

@@ -49,6 +49,19 @@ PIPELINE = textwrap.dedent(
         ],
     ))
     pipeline.features(hr.FeatureView(
+        "user_recent", entity=USER, source="events_clean", event_time="ts", ttl="1d",
+        features=[
+            hr.Aggregate("value", "mean", "10s"),
+            hr.Aggregate("value", "sum", "1m"),
+            hr.Aggregate(None, "count", "30s", name="n_30s"),
+            hr.Aggregate("value", "count", "1m", name="valued_1m"),
+            hr.Aggregate("double", "max", "30s"),
+            hr.Aggregate("value", "min", "1m"),
+            hr.Aggregate("kind", "last", "10s"),
+            hr.Feature("big", pl.col("value").abs() > 1),
+        ],
+    ))
+    pipeline.features(hr.FeatureView(
         "user_tumbling", entity=USER, source="events_clean", event_time="ts", ttl="1d",
         window=hr.Tumbling("1m"),
         features=[hr.Aggregate("value", "mean"), hr.Aggregate(None, "count", name="n"),
@@ -66,7 +79,7 @@ PIPELINE = textwrap.dedent(
     ))
     """
 )
-VIEWS = ("user_sliding", "user_tumbling", "user_hopping", "user_sessions")
+VIEWS = ("user_sliding", "user_recent", "user_tumbling", "user_hopping", "user_sessions")
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 
 

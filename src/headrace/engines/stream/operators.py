@@ -16,10 +16,10 @@ which a partition's entities' outputs went out), so state can move between worke
 
 from __future__ import annotations
 
-import io
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import polars as pl
 
@@ -28,7 +28,7 @@ from headrace.core.windows import WINDOW_START, Session
 from headrace.engines.compute.features import compute_view
 from headrace.engines.compute.windows import assign_windows, compute_windows
 
-__all__ = ["PARTITION", "ViewOperator"]
+__all__ = ["PARTITION", "Operator", "ViewOperator", "make_operator", "take_partition"]
 
 PARTITION = "_hr_partition"
 """Column of operator rows: the source partition the row came from."""
@@ -45,9 +45,16 @@ class ViewOperator:
     """Kept input rows (view input columns + :data:`PARTITION`)."""
     emitted: dict[int, datetime] = field(default_factory=dict)
     """Per partition: outputs with time below this were emitted."""
+    _added: list[pl.DataFrame] = field(default_factory=list)
+    """Input rows since the last checkpoint (see :meth:`take_changes`)."""
+
+    @property
+    def holds(self) -> bool:
+        """Whether any row is kept."""
+        return self.rows is not None and self.rows.height > 0
 
     def advance(
-        self, new: pl.DataFrame, watermark: datetime | None, partitions: Collection[int]
+        self, new: pl.DataFrame | None, watermark: datetime | None, partitions: Collection[int]
     ) -> pl.DataFrame:
         """Add ``new`` rows; the outputs of ``partitions`` that became final below ``watermark``.
 
@@ -55,6 +62,12 @@ class ViewOperator:
         Rows of other partitions are kept and not emitted (a replay after a crash redoes
         exactly the partitions the crashed checkpoint covered).
         """
+        if new is None:
+            if self.rows is None:
+                return self._empty()
+            new = self.rows.clear()
+        elif new.height:
+            self._added.append(new)
         rows = new if self.rows is None else pl.concat([self.rows, new], how="vertical_relaxed")
         self.rows = rows
         if watermark is None or rows.height == 0:
@@ -83,8 +96,7 @@ class ViewOperator:
         The emitted bound then stays just after the newest output rather than at ``far``, so
         that events arriving after a flush (a resumed job) are emitted in their turn.
         """
-        assert self.rows is not None
-        out = self.advance(self.rows.clear(), far, partitions)
+        out = self.advance(None, far, partitions)
         if out.height:
             time = self.view.event_time
             newest = out.select(pl.col(time).max()).item()
@@ -151,21 +163,29 @@ class ViewOperator:
     def _empty(self) -> pl.DataFrame:
         return pl.DataFrame()
 
-    def snapshot(self, partition: int) -> bytes:
-        """The state of ``partition``'s rows, as Arrow IPC bytes."""
-        rows = self.rows.filter(pl.col(PARTITION) == partition) if self.rows is not None else None
-        buffer = io.BytesIO()
-        (rows if rows is not None else pl.DataFrame()).write_ipc(buffer)
-        return buffer.getvalue()
+    def take_changes(self, partition: int) -> pl.DataFrame:
+        """The input rows of ``partition`` added since the last call (a checkpoint's share)."""
+        return take_partition(self._added, partition)
 
-    def restore(self, partition: int, state: bytes, emitted: datetime | None) -> None:
-        """Add ``partition``'s saved rows (and its emitted bound) to the state."""
+    def keep_from(self, partition: int) -> datetime | None:
+        """Rows of ``partition`` older than this are no longer kept (None: all may be)."""
+        if self.rows is None:
+            return self.emitted.get(partition)
+        mine = self.rows.filter(pl.col(PARTITION) == partition)
+        if not mine.height:
+            return self.emitted.get(partition)
+        oldest: datetime = mine.select(pl.col(self.view.event_time).min()).item()
+        return oldest
+
+    def restore(self, partition: int, rows: pl.DataFrame | None, emitted: datetime | None) -> None:
+        """Add ``partition``'s saved input rows (and its emitted bound) to the state.
+
+        Rows that a prune had dropped may come back (a checkpoint keeps rows by time); their
+        outputs were emitted, so they are not emitted again, and the next prune drops them.
+        """
         if emitted is not None:
             self.emitted[partition] = emitted
-        if not state:
-            return
-        rows = pl.read_ipc(io.BytesIO(state))
-        if rows.width:
+        if rows is not None and rows.height:
             merged = [r for r in (self.rows, rows) if r is not None]
             self.rows = pl.concat(merged, how="vertical_relaxed")
 
@@ -174,5 +194,66 @@ class ViewOperator:
         gone = list(partitions)
         if self.rows is not None:
             self.rows = self.rows.filter(~pl.col(PARTITION).is_in(gone))
+        self._added = [frame.filter(~pl.col(PARTITION).is_in(gone)) for frame in self._added]
         for partition in gone:
             self.emitted.pop(partition, None)
+
+
+class Operator(Protocol):
+    """What the runtime needs of a view's operator.
+
+    :class:`ViewOperator`, or the incremental
+    :class:`~headrace.engines.stream.sliding.SlidingOperator`.
+    """
+
+    view: FeatureView
+    emitted: dict[int, datetime]
+
+    @property
+    def holds(self) -> bool:
+        """Whether any row is kept."""
+        ...
+
+    def advance(
+        self, new: pl.DataFrame | None, watermark: datetime | None, partitions: Collection[int]
+    ) -> pl.DataFrame:
+        """Add ``new`` rows; the outputs of ``partitions`` that became final."""
+        ...
+
+    def flush(self, partitions: Collection[int], far: datetime) -> pl.DataFrame:
+        """Emit everything still open."""
+        ...
+
+    def take_changes(self, partition: int) -> pl.DataFrame:
+        """``partition``'s input rows since the last call (what a checkpoint adds)."""
+        ...
+
+    def keep_from(self, partition: int) -> datetime | None:
+        """Rows of ``partition`` older than this are not needed any more."""
+        ...
+
+    def restore(self, partition: int, rows: pl.DataFrame | None, emitted: datetime | None) -> None:
+        """Add ``partition``'s saved input rows and emitted bound."""
+        ...
+
+    def release(self, partitions: Iterable[int]) -> None:
+        """Forget ``partitions``' state."""
+        ...
+
+
+def make_operator(view: FeatureView) -> Operator:
+    """The incremental sliding operator where the view allows it, else :class:`ViewOperator`."""
+    from headrace.engines.stream.sliding import SlidingOperator, incremental
+
+    return SlidingOperator(view) if incremental(view) else ViewOperator(view)
+
+
+def take_partition(added: list[pl.DataFrame], partition: int) -> pl.DataFrame:
+    """Remove ``partition``'s rows from the frames ``added`` (in place) and return them."""
+    if not added:
+        return pl.DataFrame()
+    rows = pl.concat(added, how="vertical_relaxed") if len(added) > 1 else added[0]
+    mine = pl.col(PARTITION) == partition
+    rest = rows.filter(~mine)
+    added[:] = [rest] if rest.height else []
+    return rows.filter(mine)

@@ -56,8 +56,18 @@ class Checkpoints(Protocol):
         parts: Mapping[int, tuple[int | None, bytes]],
         *,
         owner: str | None = None,
+        added: Sequence[tuple[int, str, int, bytes]] = (),
+        expired: Mapping[tuple[int, str], int] | None = None,
     ) -> None:
-        """Checkpoint ``seq``: partition -> (position, state), in one transaction."""
+        """Checkpoint ``seq``: partition -> (position, state), in one transaction.
+
+        With it: the views' state rows it ``added`` (partition, view, newest µs, Arrow IPC)
+        and the deletion of saved rows older than ``expired`` (per (partition, view), µs).
+        """
+        ...
+
+    def state_rows(self, job: str, partitions: Sequence[int]) -> dict[int, dict[str, list[bytes]]]:
+        """Saved state rows: partition -> view -> Arrow IPC pieces."""
         ...
 
     def intend(self, job: str, seq: int, positions: Mapping[int, int]) -> None:

@@ -21,6 +21,7 @@ Exactly-once effects
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import time
@@ -35,7 +36,7 @@ from headrace.connectors.stream.base import OFFSET, PARTITION, Polled, StreamCon
 from headrace.core.features import FeatureView
 from headrace.engines.compute.features import view_input
 from headrace.engines.stream.operators import PARTITION as OP_PARTITION
-from headrace.engines.stream.operators import ViewOperator
+from headrace.engines.stream.operators import make_operator
 from headrace.engines.stream.planner import StreamPlan
 from headrace.engines.stream.ports import Checkpoints, OfflineLog, OnlineSink, RowValidator
 from headrace.engines.stream.state import PartitionState, decode_state, encode_state
@@ -118,7 +119,7 @@ class StreamJob:
         self.options = options
         self.on_batch = on_batch
         self.stats = JobStats(per_view={v.name: 0 for v in plan.views})
-        self.operators = {v.name: ViewOperator(v) for v in plan.views}
+        self.operators = {v.name: make_operator(v) for v in plan.views}
         self.max_event: dict[int, datetime] = {}
         self.positions: dict[int, int | None] = {}
         self.seq = 0
@@ -153,6 +154,7 @@ class StreamJob:
         if self.positions and self._pending_rows():
             self.checkpoint()  # what the others hold goes out before any replay
         saved = self.checkpoints.load(self.name, partitions)
+        kept = self.checkpoints.state_rows(self.name, partitions) if saved else {}
         for partition in partitions:
             position: int | None = None
             if partition in saved:
@@ -163,7 +165,8 @@ class StreamJob:
                     self.max_event[partition] = state.max_event
                 for name, operator in self.operators.items():
                     if state is not None:
-                        rows = state.rows.get(name, b"")
+                        pieces = kept.get(partition, {}).get(name, [])
+                        rows = _read_rows(pieces)
                         operator.restore(partition, rows, state.emitted.get(name))
             self.positions[partition] = position
         for partition, (seq, position) in self.checkpoints.intents(self.name, partitions).items():
@@ -331,10 +334,9 @@ class StreamJob:
             operator = self.operators[view.name]
             rows = frames.get(view.source)
             fresh = _view_rows(view, rows) if rows is not None and rows.height else None
-            if fresh is None and operator.rows is None:
+            if fresh is None and not operator.holds:
                 continue
-            new = fresh if fresh is not None else _empty_like(operator)
-            out = operator.advance(new, watermark, self.active)
+            out = operator.advance(fresh, watermark, self.active)
             self._emit(view.name, out)
         if self.on_batch is not None:
             self.on_batch(stats)
@@ -420,9 +422,22 @@ class StreamJob:
         self._hold(self.outputs.views[view], out)
 
     def _flush(self) -> None:
+        """Emit every open output; the watermark moves past them.
+
+        A later event older than what a flush emitted is late (its output went out already):
+        each partition's newest event time is raised to the flushed bound + the disorder.
+        """
         for name, operator in self.operators.items():
-            if operator.rows is not None and operator.rows.height:
+            if operator.holds:
                 self._emit(name, operator.flush(self.active, FLUSH))
+        disorder = self.plan.stream.disorder
+        for partition in self.active:
+            bounds = [
+                o.emitted[partition] for o in self.operators.values() if partition in o.emitted
+            ]
+            bounds = [b for b in bounds if b < FLUSH]
+            if bounds and partition in self.max_event:
+                self.max_event[partition] = max(self.max_event[partition], max(bounds) + disorder)
 
     def _hold(self, dataset: str, frame: pl.DataFrame) -> None:
         self._pending.setdefault(dataset, []).append(frame)
@@ -453,7 +468,21 @@ class StreamJob:
             self.offline.append(dataset, frame, writers)
         self._pending = {}
         saved = {p: (self.positions[p], self._state(p)) for p in parts}
-        self.checkpoints.save(self.name, number, saved, owner=self.member)
+        added: list[tuple[int, str, int, bytes]] = []
+        expired: dict[tuple[int, str], int] = {}
+        for name, operator in self.operators.items():
+            time_column = operator.view.event_time
+            for partition in parts:
+                rows = operator.take_changes(partition)
+                if rows.height:
+                    newest = rows.select(pl.col(time_column).max()).item()
+                    added.append((partition, name, _micros(newest), _ipc(rows)))
+                bound = operator.keep_from(partition)
+                if bound is not None:
+                    expired[(partition, name)] = _micros(bound)
+        self.checkpoints.save(
+            self.name, number, saved, owner=self.member, added=added, expired=expired
+        )
         self.seq = max(self.seq, number)
         self.stats.checkpoints += 1
         if ends:
@@ -467,7 +496,7 @@ class StreamJob:
             PartitionState(
                 max_event=self.max_event.get(partition),
                 emitted={n: o.emitted.get(partition) for n, o in self.operators.items()},
-                rows={n: o.snapshot(partition) for n, o in self.operators.items()},
+                rows={},
             )
         )
 
@@ -512,6 +541,16 @@ def _view_rows(view: FeatureView, rows: pl.DataFrame) -> pl.DataFrame:
     return pl.concat(pieces, how="vertical_relaxed")
 
 
-def _empty_like(operator: ViewOperator) -> pl.DataFrame:
-    assert operator.rows is not None
-    return operator.rows.clear()
+def _micros(stamp: datetime) -> int:
+    return (stamp - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def _ipc(rows: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    rows.write_ipc(buffer, compression="lz4")
+    return buffer.getvalue()
+
+
+def _read_rows(pieces: Sequence[bytes]) -> pl.DataFrame | None:
+    frames = [pl.read_ipc(io.BytesIO(piece)) for piece in pieces if piece]
+    return pl.concat(frames, how="vertical_relaxed") if frames else None

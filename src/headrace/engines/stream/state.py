@@ -1,7 +1,8 @@
-"""A partition's saved state: its watermark and each view's rows and emitted bound, as bytes.
+"""A partition's saved state: its watermark and each view's emitted bound, as bytes.
 
 Layout: a 4-byte big-endian header length, a JSON header, then one Arrow IPC file per view
-(lengths in the header). Arrow keeps types exact (no float text round trips).
+(lengths in the header; empty since the views' rows are saved as a changelog, see
+:mod:`headrace.storage.checkpoints`). Arrow keeps types exact (no float text round trips).
 """
 
 from __future__ import annotations
