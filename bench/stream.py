@@ -19,8 +19,9 @@ offline-log appends, as in production):
    through Bytewax (``bench/peers/stream_bytewax.py`` in ``bench/.venvs/bytewax``, its local
    input and ``fold_window``, both clock settings); the window outputs must be identical
    (counts and maxima equal, means within 1e-9 relative).
-3. ``latency``: the sliding view on live events: a producer process appends events stamped
-   with the wall clock (their event time) every 10 ms while the job runs. First flat out for
+3. ``latency``: the sliding view on live events: a producer process appends events every
+   10 ms while the job runs, each stamped with its own time over the tick just past (as
+   events made one by one; the newest time stays pending until a newer event arrives). First flat out for
    10 s, to measure the rate the job sustains; then at half that rate for
    ``--latency-seconds``. Latency = when the online-store write holding an event's feature
    row returned, minus the event's time; p50 / p99 after the first tenth of the writes.
@@ -177,12 +178,14 @@ def _produce(log_path: str, rate: float, stop_at: float, counter: Any) -> None:
     tick = 0.01
     per_tick = max(1, round(rate * tick)) if rate else 5_000
     next_at = time.perf_counter()
+    spread = np.linspace(-tick * 1e6, 0, per_tick, endpoint=False).astype(np.int64)
     while time.time() < stop_at:
-        now = datetime.now(UTC)
+        now_us = int(time.time() * 1e6)
         batch = pl.DataFrame(
             {
                 "key": keys.gather(rng.integers(0, 10_000, per_tick)),
-                "ts": pl.Series([now] * per_tick).dt.cast_time_unit("us"),
+                # each event its own time over the last tick, as events made one by one
+                "ts": pl.Series(now_us + spread).cast(pl.Datetime("us", "UTC")),
                 "value": rng.random(per_tick),
             }
         )

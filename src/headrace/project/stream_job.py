@@ -93,6 +93,7 @@ class _Offline:
             commit_metadata={"headrace.stream": "append"},
             append=True,
             transactions=list(writers.items()),
+            compression="lz4",  # every second, on the latency path
         )
 
 

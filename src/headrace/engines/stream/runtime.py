@@ -2,9 +2,10 @@
 
 One worker process runs one :class:`StreamJob`. It owns a set of source partitions (all of
 them, or those the broker's consumer group gives it) and keeps their state. Each loop takes
-one micro-batch from the consumer; nothing is polled until the previous batch is processed
-and its online writes are done, so a slow sink slows the source and memory stays bounded by
-``max_batch`` (backpressure).
+one micro-batch from the consumer. Online-store writes run on a writer thread while the next
+batch is computed, at most two batches behind: a slow sink blocks the loop, so it slows the
+source and memory stays bounded by ``max_batch`` (backpressure). A checkpoint first waits for
+every queued write.
 
 Exactly-once effects
 --------------------
@@ -24,9 +25,12 @@ from __future__ import annotations
 import io
 import logging
 import os
+import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -130,6 +134,9 @@ class StreamJob:
         self.member = options.member or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._expiry = timedelta(seconds=max(10.0, 5 * options.checkpoint_interval))
         self._all: list[int] = []
+        self._writer = _Writer(online)
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="headrace-checkpoint")
+        self._inflight: tuple[Future[None], Mapping[int, int]] | None = None
         self.consumer = consumer(self)
         """Made after the job: a group-managed consumer calls back into it on rebalances."""
 
@@ -228,6 +235,7 @@ class StreamJob:
         last_checkpoint = started
         try:
             while True:
+                self.settle(block=False)
                 polled = self._next()
                 if polled.messages:
                     self._process(polled)
@@ -245,7 +253,7 @@ class StreamJob:
                     last_checkpoint = now
                 elif now - last_checkpoint >= options.checkpoint_interval:
                     if not self.caps:
-                        self.checkpoint()
+                        self.checkpoint(wait=False)
                     if options.group and not self.consumer.group_managed:
                         self._rebalance()
                     last_checkpoint = now
@@ -253,10 +261,13 @@ class StreamJob:
                     break
             if not self.caps:
                 self.checkpoint()
+            self.settle()
             if options.group and not self.consumer.group_managed:
                 self.checkpoints.release(self.name, self.member, self.owned)
                 self.checkpoints.leave(self.name, self.member)
         finally:
+            self._writer.close()
+            self._committer.shutdown(wait=True)
             self.stats.seconds = time.monotonic() - started
         return self.stats
 
@@ -418,7 +429,7 @@ class StreamJob:
         self.stats.emitted += out.height
         self.stats.per_view[view] += out.height
         if self.online is not None:
-            self.online.write(self.operators[view].view, out)
+            self._writer.put(self.operators[view].view, out)
         self._hold(self.outputs.views[view], out)
 
     def _flush(self) -> None:
@@ -444,28 +455,22 @@ class StreamJob:
 
     # -- checkpoints ------------------------------------------------------------------------
 
-    def checkpoint(self, *, seq: int | None = None) -> None:
+    def checkpoint(self, *, seq: int | None = None, wait: bool = True) -> None:
         """Append held outputs exactly once, then save positions and state atomically.
 
         ``seq`` is given when finishing a replay: the number of the interrupted checkpoint,
-        whose offline append may already be in the Delta log.
+        whose offline append may already be in the Delta log. What the checkpoint covers is
+        taken now; with ``wait`` False its writes (intent, appends, save) run on a thread
+        while the next batches are processed, and the next checkpoint waits for them.
         """
+        self.settle()
+        written = self._writer.barrier()
         parts = self.active
         if not parts:
             return
         number = seq if seq is not None else self.seq + 1
         ends = {p: pos for p in parts if (pos := self.positions[p]) is not None}
-        self.checkpoints.intend(self.name, number, ends)
-        writers = {f"{self.name}#{p}": number for p in parts}
-        for dataset, frames in self._pending.items():
-            frame = pl.concat(frames, how="diagonal_relaxed")
-            if not frame.height:
-                continue
-            if seq is not None:
-                done = [self.offline.committed(dataset, w) for w in writers]
-                if all(d is not None and d >= number for d in done):
-                    continue  # appended before the crash; the replay rebuilt the same rows
-            self.offline.append(dataset, frame, writers)
+        frames = {d: pl.concat(f, how="diagonal_relaxed") for d, f in self._pending.items()}
         self._pending = {}
         saved = {p: (self.positions[p], self._state(p)) for p in parts}
         added: list[tuple[int, str, int, bytes]] = []
@@ -480,10 +485,43 @@ class StreamJob:
                 bound = operator.keep_from(partition)
                 if bound is not None:
                     expired[(partition, name)] = _micros(bound)
-        self.checkpoints.save(
-            self.name, number, saved, owner=self.member, added=added, expired=expired
-        )
         self.seq = max(self.seq, number)
+
+        def commit() -> None:
+            written.wait()  # the online writes of the batches this checkpoint covers
+            self._writer.check()
+            self.checkpoints.intend(self.name, number, ends)
+            writers = {f"{self.name}#{p}": number for p in parts}
+            for dataset, frame in frames.items():
+                if not frame.height:
+                    continue
+                if seq is not None:
+                    done = [self.offline.committed(dataset, w) for w in writers]
+                    if all(d is not None and d >= number for d in done):
+                        continue  # appended before the crash; the replay rebuilt the same rows
+                self.offline.append(dataset, frame, writers)
+            self.checkpoints.save(
+                self.name, number, saved, owner=self.member, added=added, expired=expired
+            )
+
+        if wait:
+            commit()
+            self._committed(ends)
+        else:
+            self._inflight = (self._committer.submit(commit), ends)
+
+    def settle(self, *, block: bool = True) -> None:
+        """Finish the checkpoint running on the thread (raise its error), if any."""
+        if self._inflight is None:
+            return
+        future, ends = self._inflight
+        if not block and not future.done():
+            return
+        self._inflight = None
+        future.result()
+        self._committed(ends)
+
+    def _committed(self, ends: Mapping[int, int]) -> None:
         self.stats.checkpoints += 1
         if ends:
             self.consumer.commit(ends)
@@ -499,6 +537,76 @@ class StreamJob:
                 rows={},
             )
         )
+
+
+class _Writer:
+    """Online-store writes on one thread, in order, at most ``depth`` batches queued."""
+
+    def __init__(self, online: OnlineSink | None, depth: int = 2) -> None:
+        self.online = online
+        self._queue: queue.Queue[tuple[FeatureView, pl.DataFrame] | threading.Event | None] = (
+            queue.Queue(depth)
+        )
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def put(self, view: FeatureView, rows: pl.DataFrame) -> None:
+        """Queue a write (blocks while ``depth`` writes wait); raises an earlier write's error."""
+        self._raise()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="headrace-online", daemon=True)
+            self._thread.start()
+        self._queue.put((view, rows))
+
+    def barrier(self) -> threading.Event:
+        """An event set once every write queued before it is done."""
+        done = threading.Event()
+        if self._thread is None:
+            done.set()
+        else:
+            self._queue.put(done)
+        return done
+
+    def check(self) -> None:
+        """Raise the error of a failed write, if any (without clearing it)."""
+        if self._error is not None:
+            raise self._error
+
+    def drain(self) -> None:
+        """Wait until every queued write is done."""
+        if self._thread is not None:
+            self._queue.join()
+        self._raise()
+
+    def close(self) -> None:
+        """Finish the queued writes and stop the thread."""
+        if self._thread is None:
+            return
+        try:
+            self.drain()
+        finally:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        assert self.online is not None
+        while (item := self._queue.get()) is not None:
+            try:
+                if isinstance(item, threading.Event):
+                    item.set()
+                elif self._error is None:
+                    self.online.write(*item)
+            except BaseException as exc:
+                self._error = exc
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def _utc(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
@@ -531,14 +639,9 @@ def _quarantine_rows(bad: pl.DataFrame, node: str) -> pl.DataFrame:
 
 
 def _view_rows(view: FeatureView, rows: pl.DataFrame) -> pl.DataFrame:
-    parts = rows.partition_by(PARTITION, as_dict=True, maintain_order=True)
-    pieces = [
-        view_input(view, part.lazy(), what=f"source {view.source!r}")
-        .collect()
-        .with_columns(pl.lit(partition, dtype=pl.Int32).alias(OP_PARTITION))
-        for (partition, *_), part in parts.items()
-    ]
-    return pl.concat(pieces, how="vertical_relaxed")
+    """The view's input columns of ``rows`` (times as UTC) and each row's partition."""
+    picked = view_input(view, rows.lazy(), what=f"source {view.source!r}").collect()
+    return picked.with_columns(rows[PARTITION].cast(pl.Int32).alias(OP_PARTITION))
 
 
 def _micros(stamp: datetime) -> int:

@@ -37,6 +37,7 @@ import polars as pl
 
 from headrace.core.features import Aggregate, FeatureView
 from headrace.engines.compute.features import aggregate_expr
+from headrace.engines.stream.history import History, Located, first_after
 from headrace.engines.stream.operators import PARTITION, take_partition
 from headrace.errors import StreamError
 
@@ -59,22 +60,6 @@ def _us(stamp: datetime) -> int:
     return (stamp - _EPOCH) // timedelta(microseconds=1)
 
 
-def _first_after(times: np.ndarray, lo: np.ndarray, hi: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Per query: the first index in ``[lo, hi)`` whose time is > ``x`` (``hi`` if none)."""
-    lo, hi = lo.copy(), hi.copy()
-    if not times.size:
-        return lo
-    last = times.size - 1
-    while True:
-        open_ = lo < hi
-        if not open_.any():
-            return lo
-        mid = (lo + hi) >> 1
-        after = times[np.minimum(mid, last)] > x
-        lo = np.where(open_ & ~after, mid + 1, lo)
-        hi = np.where(open_ & after, mid, hi)
-
-
 @dataclass
 class _Search:
     """Ordering and searching rows by (entity id, time) in one micro-batch.
@@ -94,9 +79,9 @@ class _Search:
         """The frame of reference covering ``operator``'s history and ``pending`` rows."""
         bounds = pending.select(pl.col(_T).min().alias("a"), pl.col(_T).max().alias("b")).row(0)
         times: list[int] = [int(bounds[0]), int(bounds[1])]
-        if operator._size:
-            history = operator._hist["t"]
-            times += [int(history.min()), int(history.max())]
+        kept = operator._history.bounds()
+        if kept is not None:
+            times += list(kept)
         low, high = min(times), max(times)
         span = high - low + 2
         fits = max(operator._n_ids, 1) * span < _LIMIT
@@ -130,7 +115,7 @@ class _Search:
             first: np.ndarray = starts[ids]
             return first
         if self.span is None:
-            return _first_after(arrays["t"], starts[ids], starts[ids + 1], x)
+            return first_after(arrays["t"], starts[ids], starts[ids + 1], x)
         places = self._places.get(name)
         if places is None:
             places = arrays["id"] * self.span + (arrays["t"] - self.base)
@@ -177,17 +162,11 @@ class SlidingOperator:
         self._last_cols = [str(c) for c in dict.fromkeys(lasts)]
         self._ids = pl.DataFrame()
         self._n_ids = 0
-        self._hist: dict[str, np.ndarray] = {}
-        """History arrays: id, t, p and per summed column v: (value, null as 0), ok:
-        (not null), s: (entity prefix sum before the row), n: (prefix non-null count)."""
-        self._starts = np.zeros(1, dtype=np.int64)
-        """Where each id's run starts in the history (``n_ids + 1`` entries)."""
-        self._totals: dict[str, np.ndarray] = {}
+        self._history = History(self._sum_cols)
         self._newest = np.zeros(0, dtype=np.int64)
         """Per id: the newest time moved to the history (the entity's emitted past)."""
         self._stairs: dict[tuple[str, str], _Stair] = {}
         self._lasts: dict[str, pl.DataFrame] = {}
-        self._pruned_to: int | None = None
         self._checked = False
         self._search = _Search(0, None)
         self._added: list[pl.DataFrame] = []
@@ -273,9 +252,9 @@ class SlidingOperator:
         if self._span:
             history = done.select(_ID, _T, PARTITION, *self._sum_cols)
             if self._size:
-                kept = self._history_frame(None, keys=False)
+                kept = self._history.frame()
                 history = pl.concat([kept, history], how="vertical_relaxed")
-            self._rebuild(history, with_keys=False)
+            self._rebuild(history)
         for column, function in self._stair_aggs:
             stair = self._stairs.pop((column, function), None)
             self._update_stair(column, function, done)
@@ -300,7 +279,7 @@ class SlidingOperator:
         if self.pending is not None:
             self.pending = self.pending.filter(mine)
         if self._size:
-            self._rebuild(self._history_frame(None, keys=False).filter(mine), with_keys=False)
+            self._rebuild(self._history.frame().filter(mine))
         for key, stair in self._stairs.items():
             frame = stair.frame.filter(mine)
             self._stairs[key] = _Stair(frame, self._run_starts(frame))
@@ -311,7 +290,7 @@ class SlidingOperator:
 
     @property
     def _size(self) -> int:
-        return int(self._hist["t"].size) if self._hist else 0
+        return self._history.size
 
     def _add_pending(self, new: pl.DataFrame, *, record: bool = True) -> None:
         keys = self._keys
@@ -364,16 +343,9 @@ class SlidingOperator:
 
     def _grow(self) -> None:
         size = self._n_ids
-        for name, totals in self._totals.items():
-            if totals.size < size:
-                extra = np.zeros(size - totals.size, totals.dtype)
-                self._totals[name] = np.concatenate([totals, extra])
         if self._newest.size < size:
             fill = np.full(size - self._newest.size, _NEVER, dtype=np.int64)
             self._newest = np.concatenate([self._newest, fill])
-        if self._starts.size < size + 1:
-            extra = np.full(size + 1 - self._starts.size, self._starts[-1])
-            self._starts = np.concatenate([self._starts, extra])
         for key, stair in self._stairs.items():
             if stair.starts.size < size + 1:
                 extra = np.full(size + 1 - stair.starts.size, stair.starts[-1])
@@ -410,50 +382,28 @@ class SlidingOperator:
             raise StreamError(msg)
         order = [*self._keys, self._time] + ([view.created_time] if view.created_time else [])
         base = rows.select(*order, *(f.expr.alias(f.name) for f in view.row_features))
-        hi = self._starts[ids + 1]
-        firsts: dict[timedelta, np.ndarray] = {}
+        found: dict[timedelta, Located] = {}
         features: list[pl.Series] = []
         for aggregate in view.aggregates:
             start = times - aggregate.period // timedelta(microseconds=1)
             if aggregate.function in ("min", "max", "last"):
                 features.append(self._picked(aggregate, rolled, ids, start))
                 continue
-            first = firsts.get(aggregate.period)
-            if first is None:
-                first = firsts[aggregate.period] = self._search.first_after(
-                    "history", self._hist, self._starts, ids, start
-                )
-            features.append(self._summed(aggregate, rolled, first, hi))
+            located = found.get(aggregate.period)
+            if located is None:
+                located = found[aggregate.period] = self._history.locate(ids, start)
+            features.append(self._summed(aggregate, rolled, located))
         out = base.with_columns(features)
         return out.select(*order, *view.feature_names)
 
-    def _summed(
-        self, aggregate: Aggregate, rolled: pl.DataFrame, first: np.ndarray, hi: np.ndarray
-    ) -> pl.Series:
-        """``count``/``sum``/``mean``: the pending rows' partials plus the history's.
-
-        The history's window: rows ``first`` up to the end of the entity's run ``hi``.
-        """
+    def _summed(self, aggregate: Aggregate, rolled: pl.DataFrame, located: Located) -> pl.Series:
+        """``count``/``sum``/``mean``: the pending rows' partials plus the history's."""
         name, column = aggregate.name, aggregate.column
-        size = self._size
-        some = first < hi
-        last = np.maximum(hi - 1, 0)
-        first = np.minimum(first, max(size - 1, 0))
-        if not size:
-            count = np.zeros(hi.size, np.int64)
-        elif column is None:
-            count = hi - np.where(some, first, hi)
-        else:
-            n, ok = self._hist[f"n:{column}"], self._hist[f"ok:{column}"]
-            count = np.where(some, n[last] + ok[last] - n[first], 0)
+        count = located.rows if column is None else located.counts[column]
         if aggregate.function == "count":
             return (rolled[f"{name}:n"] + pl.Series(count)).cast(pl.Int64).alias(name)
         assert column is not None
-        if size:
-            s, v = self._hist[f"s:{column}"], self._hist[f"v:{column}"]
-            total = pl.Series(np.where(some, s[last] + v[last] - s[first], 0))
-        else:
-            total = pl.Series(np.zeros(hi.size, np.int64))
+        total = pl.Series(located.sums[column])
         part = rolled[f"{name}:s"]
         summed = part + total.cast(part.dtype, strict=False)
         if aggregate.function == "sum":
@@ -510,45 +460,11 @@ class SlidingOperator:
         ends = np.flatnonzero(np.r_[ids[1:] != ids[:-1], True])
         np.maximum.at(self._newest, ids[ends], times[ends])
         if self._span:
-            self._append_history(rows)
+            self._history.append(rows.select(_ID, _T, PARTITION, *self._sum_cols), self._n_ids)
         for column, function in self._stair_aggs:
             self._update_stair(column, function, rows)
         for column in self._last_cols:
             self._update_last(column, rows)
-
-    def _append_history(self, rows: pl.DataFrame) -> None:
-        """Insert ``rows`` (sorted by id, time; after every history row of their id)."""
-        ids = rows[_ID].to_numpy()
-        new: dict[str, np.ndarray] = {
-            "id": ids,
-            "t": rows[_T].to_numpy(),
-            "p": rows[PARTITION].cast(pl.Int32).to_numpy(),
-        }
-        ends = np.flatnonzero(np.r_[ids[1:] != ids[:-1], True])
-        for column in self._sum_cols:
-            dtype = pl.Int64 if rows.schema[column].is_integer() else pl.Float64
-            frame = rows.select(
-                pl.col(_ID),
-                pl.col(column).cast(dtype).fill_null(0).alias("v"),
-                pl.col(column).is_not_null().alias("ok"),
-            ).with_columns(
-                (pl.col("v").cum_sum().over(_ID) - pl.col("v")).alias("s"),
-                (pl.col("ok").cast(pl.Int64).cum_sum().over(_ID) - pl.col("ok")).alias("n"),
-            )
-            v, ok = frame["v"].to_numpy(), frame["ok"].to_numpy()
-            sums = self._totals.setdefault(f"s:{column}", np.zeros(self._n_ids, v.dtype))
-            counts = self._totals.setdefault(f"n:{column}", np.zeros(self._n_ids, np.int64))
-            s = frame["s"].to_numpy() + sums[ids]
-            n = frame["n"].to_numpy() + counts[ids]
-            sums[ids[ends]] = s[ends] + v[ends]
-            counts[ids[ends]] = n[ends] + ok[ends]
-            new |= {f"v:{column}": v, f"ok:{column}": ok, f"s:{column}": s, f"n:{column}": n}
-        if self._hist:
-            at = self._starts[ids + 1]
-            self._hist = {k: np.insert(self._hist[k], at, new[k]) for k in self._hist}
-        else:
-            self._hist = {k: np.ascontiguousarray(v) for k, v in new.items()}
-        self._starts = self._run_starts_of(self._hist["id"])
 
     def _update_stair(self, column: str, function: str, rows: pl.DataFrame) -> None:
         """Add ``rows`` (sorted by id, time, all after the history) to a staircase.
@@ -567,12 +483,36 @@ class SlidingOperator:
         fresh = backwards.filter(pl.col("_b").is_null() | beats)
         fresh = fresh.drop("_b").reverse()
         old = self._stairs.get((column, function))
-        if old is not None and old.frame.height:
-            best = fresh.group_by(_ID).agg(value.first().alias("_b"))  # a staircase's head
-            kept = old.frame.join(best, on=_ID, how="left", maintain_order="left")
-            kept = kept.filter(pl.col("_b").is_null() | beats).drop("_b")
-            fresh = self._search.sort(pl.concat([kept, fresh], how="vertical_relaxed"), None)
+        if old is not None and old.frame.height and fresh.height:
+            fresh = self._merge_stair(old.frame, fresh, maximum=maximum)
+        elif old is not None and not fresh.height:
+            fresh = old.frame
         self._stairs[(column, function)] = _Stair(fresh, self._run_starts(fresh))
+
+    def _merge_stair(
+        self, old: pl.DataFrame, fresh: pl.DataFrame, *, maximum: bool
+    ) -> pl.DataFrame:
+        """Old staircase rows that beat every new row of their entity, then the new rows.
+
+        Each new run's head is its best value (a staircase falls, or rises for min).
+        """
+        ids = fresh[_ID].to_numpy()
+        heads = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        dtype = pl.Int64 if fresh.schema["_hr_v"].is_integer() else pl.Float64
+        values = fresh["_hr_v"].cast(dtype).to_numpy()
+        if dtype == pl.Int64:
+            info = np.iinfo(np.int64)
+            best = np.full(self._n_ids, info.min if maximum else info.max, dtype=np.int64)
+        else:
+            best = np.full(self._n_ids, -np.inf if maximum else np.inf)
+        best[ids[heads]] = values[heads]
+        old_ids = old[_ID].to_numpy()
+        old_values = old["_hr_v"].cast(dtype).to_numpy()
+        wins = old_values > best[old_ids] if maximum else old_values < best[old_ids]
+        kept = old.filter(pl.Series(wins))
+        both = pl.concat([kept, fresh], how="vertical_relaxed")
+        order = np.argsort(both[_ID].to_numpy(), kind="stable")  # old rows first per entity
+        return both[order]
 
     def _update_last(self, column: str, rows: pl.DataFrame) -> None:
         fresh = (
@@ -612,53 +552,16 @@ class SlidingOperator:
                 self._stairs[key] = _Stair(frame, self._run_starts(frame))
         for column, lasts in self._lasts.items():
             self._lasts[column] = lasts.filter(alive)
-        if not self._size:
-            return
-        if self._pruned_to is not None and low - self._pruned_to < max(self._span // 4, 1):
-            return  # amortised: the history is rebuilt when a quarter of a window expired
-        self._pruned_to = low
-        rows = self._history_frame(None, keys=False)
-        kept = rows.filter(alive)
-        if kept.height != rows.height:
-            self._rebuild(kept, with_keys=False)
-
-    def _history_frame(self, partition: int | None, *, keys: bool = True) -> pl.DataFrame:
-        """History rows: keys (or id), time (µs), partition and the summed columns."""
-        if not self._size:
-            return pl.DataFrame()
-        hist = self._hist
-        frame = pl.DataFrame({_ID: hist["id"], _T: hist["t"], PARTITION: hist["p"]})
-        frame = frame.with_columns(
-            pl.when(pl.Series(hist[f"ok:{c}"])).then(pl.Series(hist[f"v:{c}"])).alias(c)
-            for c in self._sum_cols
-        )
-        if partition is not None:
-            frame = frame.filter(pl.col(PARTITION) == partition)
-        if not keys:
-            return frame
-        return self._with_keys(frame).select(*self._keys, _T, PARTITION, *self._sum_cols)
+        self._history.drop_before(low)
 
     def _with_keys(self, frame: pl.DataFrame) -> pl.DataFrame:
         return frame.join(self._ids, on=_ID, how="left", maintain_order="left").drop(_ID)
 
-    def _rebuild(self, frame: pl.DataFrame, *, with_keys: bool = True) -> None:
-        """The history arrays again from rows (keys or ids, time, partition, summed columns).
-
-        Prefix sums restart at each entity's oldest row.
-        """
-        if with_keys:
-            frame = self._assign_ids(frame)
-        self._hist = {}
-        self._starts = np.zeros(self._n_ids + 1, dtype=np.int64)
-        for totals in self._totals.values():
-            totals[:] = 0
+    def _rebuild(self, frame: pl.DataFrame) -> None:
+        """The history again, as one segment, from rows (id, time, partition, columns)."""
+        self._history = History(self._sum_cols)
         if frame.height:
-            frame = frame.sort(_ID, _T, maintain_order=True)
-            ids = frame[_ID].to_numpy()
-            times = frame[_T].to_numpy()
-            ends = np.flatnonzero(np.r_[ids[1:] != ids[:-1], True])
-            np.maximum.at(self._newest, ids[ends], times[ends])
-            self._append_history(frame)
+            self._history.append(frame.sort(_ID, _T, maintain_order=True), self._n_ids)
 
 
 _NEVER = np.iinfo(np.int64).min
