@@ -71,7 +71,7 @@ def _stream(frame: pl.DataFrame, cuts: list[int], restarts: set[int]) -> pl.Data
     for i, (lo, hi) in enumerate(pairwise(bounds)):
         if i in restarts:
             for partition, pieces in saved.items():
-                pieces.append(operator.take_changes(partition))
+                pieces.append(operator.take_changes(partition)[0])
             again = SlidingOperator(VIEW)
             for partition, pieces in saved.items():
                 kept = (
@@ -90,7 +90,7 @@ def _stream(frame: pl.DataFrame, cuts: list[int], restarts: set[int]) -> pl.Data
         outputs.append(operator.advance(chunk, newest - timedelta(milliseconds=2_001), [0, 1, 2]))
         if i % 2:
             for partition, pieces in saved.items():
-                pieces.append(operator.take_changes(partition))
+                pieces.append(operator.take_changes(partition)[0])
     outputs.append(operator.flush([0, 1, 2], datetime(2100, 1, 1, tzinfo=UTC)))
     return pl.concat([o for o in outputs if o.height])
 

@@ -163,9 +163,17 @@ class ViewOperator:
     def _empty(self) -> pl.DataFrame:
         return pl.DataFrame()
 
-    def take_changes(self, partition: int) -> pl.DataFrame:
-        """The input rows of ``partition`` added since the last call (a checkpoint's share)."""
-        return take_partition(self._added, partition)
+    def take_changes(self, partition: int) -> tuple[pl.DataFrame, bool]:
+        """What a checkpoint saves of ``partition``: (rows, whether they are its whole state).
+
+        The input rows added since the last call, or, when fewer, every kept row (a short
+        window at a high rate keeps less than a second brings).
+        """
+        changes = take_partition(self._added, partition)
+        kept = self.rows.filter(pl.col(PARTITION) == partition) if self.rows is not None else None
+        if kept is not None and kept.height <= changes.height:
+            return kept, True
+        return changes, False
 
     def keep_from(self, partition: int) -> datetime | None:
         """Rows of ``partition`` older than this are no longer kept (None: all may be)."""
@@ -224,8 +232,11 @@ class Operator(Protocol):
         """Emit everything still open."""
         ...
 
-    def take_changes(self, partition: int) -> pl.DataFrame:
-        """``partition``'s input rows since the last call (what a checkpoint adds)."""
+    def take_changes(self, partition: int) -> tuple[pl.DataFrame, bool]:
+        """What a checkpoint saves of ``partition``.
+
+        Its input rows since the last call, or its whole state (then True).
+        """
         ...
 
     def keep_from(self, partition: int) -> datetime | None:

@@ -478,12 +478,14 @@ class StreamJob:
         for name, operator in self.operators.items():
             time_column = operator.view.event_time
             for partition in parts:
-                rows = operator.take_changes(partition)
+                rows, whole = operator.take_changes(partition)
                 if rows.height:
                     newest = rows.select(pl.col(time_column).max()).item()
                     added.append((partition, name, _micros(newest), _ipc(rows)))
                 bound = operator.keep_from(partition)
-                if bound is not None:
+                if whole:
+                    expired[(partition, name)] = _REPLACED
+                elif bound is not None:
                     expired[(partition, name)] = _micros(bound)
         self.seq = max(self.seq, number)
 
@@ -642,6 +644,10 @@ def _view_rows(view: FeatureView, rows: pl.DataFrame) -> pl.DataFrame:
     """The view's input columns of ``rows`` (times as UTC) and each row's partition."""
     picked = view_input(view, rows.lazy(), what=f"source {view.source!r}").collect()
     return picked.with_columns(rows[PARTITION].cast(pl.Int32).alias(OP_PARTITION))
+
+
+_REPLACED = 2**62
+"""An expiry past every saved row: the checkpoint saves a partition's whole state."""
 
 
 def _micros(stamp: datetime) -> int:

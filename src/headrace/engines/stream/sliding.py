@@ -216,9 +216,12 @@ class SlidingOperator:
                 self.emitted[partition] = newest + timedelta(microseconds=1)
         return out
 
-    def take_changes(self, partition: int) -> pl.DataFrame:
-        """The input rows of ``partition`` added since the last call (a checkpoint's share)."""
-        return take_partition(self._added, partition)
+    def take_changes(self, partition: int) -> tuple[pl.DataFrame, bool]:
+        """The input rows of ``partition`` added since the last call.
+
+        Never the whole state: a history segment no longer has every input column.
+        """
+        return take_partition(self._added, partition), False
 
     def keep_from(self, partition: int) -> datetime | None:
         """Rows of ``partition`` older than this can no longer count (None: all can)."""
