@@ -102,6 +102,9 @@ def test() -> None:
     run(PYTHON, "bench/training_set.py", "--smoke")
     run(PYTHON, "bench/drift.py", "--smoke")
     run(PYTHON, "bench/stream.py", "--smoke")
+    # Kafka (tansu) and NATS cases need the services CI has; elsewhere only the embedded log
+    brokers = "log,kafka,nats" if os.environ.get("HEADRACE_REQUIRE_SERVICES") == "1" else "log"
+    run(PYTHON, "bench/stream_brokers.py", "--smoke", "--cases", brokers)
 
 
 COMMANDS = {"example": example, "test": test, "setup": lambda: None}
