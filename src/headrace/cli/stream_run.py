@@ -78,6 +78,7 @@ def run(
     options = StreamOptions(
         checkpoint_interval=checkpoint_interval or settings.checkpoint_interval,
         max_batch=max_batch or settings.max_batch,
+        idle_timeout=settings.idle_timeout,
         until_end=until_end,
         max_seconds=seconds,
         group=group,

@@ -136,6 +136,9 @@ class StreamSettings(_Section):
     """Seconds between checkpoints of a streaming job."""
     max_batch: int = Field(default=100_000, ge=1)
     """Most messages one micro-batch takes from the source."""
+    idle_timeout: float | None = Field(default=None, gt=0)
+    """Seconds without events after which a partition stops holding the watermark back
+    (its later events older than the watermark are then late); None: it always holds."""
     options: dict[str, str] = Field(default_factory=dict)
     """Broker client settings, e.g. ``"session.timeout.ms" = "6000"`` for Kafka
     (librdkafka), ``reconnect_timeout`` (seconds) for every broker."""

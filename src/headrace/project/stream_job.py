@@ -193,7 +193,9 @@ def build_job(
         outputs=job_outputs(plan),
         options=options
         or StreamOptions(
-            checkpoint_interval=settings.checkpoint_interval, max_batch=settings.max_batch
+            checkpoint_interval=settings.checkpoint_interval,
+            max_batch=settings.max_batch,
+            idle_timeout=settings.idle_timeout,
         ),
         on_batch=on_batch,
     )

@@ -138,3 +138,29 @@ def test_the_online_store_holds_each_users_newest_final_value(tmp_path: Path) ->
     assert all(e is not None for e in entries)
     got = [e.values[view.feature_names.index("n_1m")] for e in entries if e is not None]
     assert got == expected["n_1m"].to_list()
+
+
+def _emitted(project: hr.Project) -> int:
+    if not project.datasets.exists("user_recent__stream"):
+        return 0
+    return project.datasets.scan("user_recent__stream").collect().height
+
+
+def test_an_idle_partition_holds_outputs_back_until_its_idle_timeout(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p")
+    one_user = events(400).with_columns(user=pl.lit("u001"))  # one key: one partition of 4
+    produce(project, one_user)
+    _run(project, until_end=False, max_seconds=1.5)
+    assert _emitted(project) == 0  # three partitions never delivered: nothing is final
+    _run(project, until_end=False, max_seconds=2.0, idle_timeout=0.3)
+    assert _emitted(project) > 0  # the idle partitions no longer count
+    # events arriving later on the idle partitions, older than the watermark, are late
+    old = events(300, seed=11)  # from the same start: older than the watermark
+    produce(project, old.filter(pl.col("user") != "u001"))
+    stats = _run(project, until_end=False, max_seconds=2.0, idle_timeout=0.3)
+    late = project.datasets.scan("events_raw__late").collect()
+    valid = project.datasets.scan("events_raw__events").collect()
+    sent = one_user.height + old.filter(pl.col("user") != "u001").height
+    assert valid.height + late.height == sent  # nothing lost, nothing twice
+    assert late.height > 0
+    assert stats.late == late.height

@@ -69,6 +69,8 @@ class StreamOptions:
     consumer groups: the checkpoint store keeps the members and who owns what)."""
     member: str = ""
     """This worker's name in the group (default: pid + random)."""
+    idle_timeout: float | None = None
+    """Seconds without events after which a partition stops holding the watermark back."""
 
 
 @dataclass
@@ -135,6 +137,9 @@ class StreamJob:
         self._expiry = timedelta(seconds=max(10.0, 5 * options.checkpoint_interval))
         self._all: list[int] = []
         self._writer = _Writer(online)
+        self._arrived: dict[int, float] = {}
+        """Per partition: when its last events arrived (monotonic seconds)."""
+        self._started = time.monotonic()
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="headrace-checkpoint")
         self._inflight: tuple[Future[None], Mapping[int, int]] | None = None
         self.consumer = consumer(self)
@@ -222,16 +227,9 @@ class StreamJob:
     def run(self) -> JobStats:
         """Process until stopped (``until_end``/``max_seconds``) and checkpoint at the end."""
         options = self.options
-        if self.consumer.group_managed:
-            pass  # the broker's group assigns partitions, through assigned()/revoked()
-        elif options.group:
-            self._all = sorted(self.consumer.partitions())
-            self._rebalance()
-        else:
-            self.consumer.assign(self.assigned(self.consumer.partitions()))
-            if self.caps:
-                self.consumer.assign({p: self.positions[p] for p in self.active})
+        self._join()
         started = time.monotonic()
+        self._started = started
         last_checkpoint = started
         try:
             while True:
@@ -244,6 +242,8 @@ class StreamJob:
                 elif options.until_end and not self.caps and self.positions:
                     self._flush()
                     break
+                elif options.idle_timeout is not None and not self.caps:
+                    self._advance({})  # no events: partitions may have become idle
                 now = time.monotonic()
                 if self.caps and self._caps_reached():
                     self.checkpoint(seq=self.cap_seq)
@@ -270,6 +270,18 @@ class StreamJob:
             self._committer.shutdown(wait=True)
             self.stats.seconds = time.monotonic() - started
         return self.stats
+
+    def _join(self) -> None:
+        """Get partitions: from the broker's group, the checkpoint-store group, or all."""
+        if self.consumer.group_managed:
+            return  # the broker's group assigns partitions, through assigned()/revoked()
+        if self.options.group:
+            self._all = sorted(self.consumer.partitions())
+            self._rebalance()
+            return
+        self.consumer.assign(self.assigned(self.consumer.partitions()))
+        if self.caps:
+            self.consumer.assign({p: self.positions[p] for p in self.active})
 
     def _next(self) -> Polled:
         if self._carry is not None and not self.caps:
@@ -339,9 +351,14 @@ class StreamJob:
         stats.valid += data.height
         if data.height:
             self._hold(self.outputs.events, data)
-        frames = self._transform(data) if data.height else {}
+        self._advance(self._transform(data) if data.height else {})
+        if self.on_batch is not None:
+            self.on_batch(stats)
+
+    def _advance(self, frames: Mapping[str, pl.DataFrame]) -> None:
+        """Give each view its new rows and emit what the watermark made final."""
         watermark = self._watermark()
-        for view in plan.views:
+        for view in self.plan.views:
             operator = self.operators[view.name]
             rows = frames.get(view.source)
             fresh = _view_rows(view, rows) if rows is not None and rows.height else None
@@ -349,8 +366,6 @@ class StreamJob:
                 continue
             out = operator.advance(fresh, watermark, self.active)
             self._emit(view.name, out)
-        if self.on_batch is not None:
-            self.on_batch(stats)
 
     def _transform(self, data: pl.DataFrame) -> dict[str, pl.DataFrame]:
         """Every step's output for this batch (with the partition column), by node name."""
@@ -390,6 +405,9 @@ class StreamJob:
         before = pl.max_horizontal(seen, ts.cum_max().shift(1).over(PARTITION))
         marked = data.with_columns(_hr_before=before, _hr_ts=ts)
         newest = marked.group_by(PARTITION).agg(pl.col("_hr_ts").max()).rows()
+        now = time.monotonic()
+        for partition, _ in newest:
+            self._arrived[int(partition)] = now
         for partition, stamp in newest:
             if stamp is not None:
                 prior = self.max_event.get(int(partition))
@@ -416,12 +434,35 @@ class StreamJob:
 
         A partition that has not delivered yet may still bring events older than the others'
         watermarks (brokers deliver partitions unevenly), so nothing is final before it has.
-        An idle partition therefore holds outputs back until the end of input (a flush).
+        An idle partition therefore holds outputs back until the end of input (a flush), or,
+        with ``idle_timeout``, until it has had no event for that long: it then no longer
+        counts, and its newest event time is raised to the watermark's, so that an event it
+        brings later older than the watermark is late (its outputs may have gone out).
         """
         active = self.active
-        if not active or any(p not in self.max_event for p in active):
+        if not active:
             return None
-        return min(self.max_event[p] for p in active) - self.plan.stream.disorder
+        disorder = self.plan.stream.disorder
+        idle = self._idle(active)
+        counted = [p for p in active if p not in idle]
+        if not counted:  # all idle: those that delivered count
+            counted = [p for p in active if p in self.max_event]
+            idle = [p for p in active if p not in self.max_event]
+        if not counted or any(p not in self.max_event for p in counted):
+            return None
+        watermark = min(self.max_event[p] for p in counted) - disorder
+        for partition in idle:
+            seen = self.max_event.get(partition)
+            if seen is None or seen < watermark + disorder:
+                self.max_event[partition] = watermark + disorder
+        return watermark
+
+    def _idle(self, active: Sequence[int]) -> list[int]:
+        timeout = self.options.idle_timeout
+        if timeout is None:
+            return []
+        now = time.monotonic()
+        return [p for p in active if now - self._arrived.get(p, self._started) >= timeout]
 
     def _emit(self, view: str, out: pl.DataFrame) -> None:
         if not out.height:
