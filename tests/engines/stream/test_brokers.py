@@ -30,7 +30,10 @@ def broker(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, str]]:
     if kind == "kafka":
         bootstrap = request.getfixturevalue("kafka_bootstrap")
         url = f"kafka://{bootstrap}"
-        section = f'[stream]\nbroker = "{url}"\n[stream.options]\n"session.timeout.ms" = "2000"\n'
+        section = (
+            f'[stream]\nbroker = "{url}"\n[stream.options]\n"session.timeout.ms" = "2000"\n'
+            '"heartbeat.interval.ms" = "500"\n'  # below the session timeout: no member churn
+        )
     elif kind == "nats":
         url = request.getfixturevalue("nats_url")
         section = f'[stream]\nbroker = "{url}"\n'
