@@ -390,5 +390,11 @@ class KafkaProducer(StreamProducer):
             raise BrokerError(msg)
 
     def close(self) -> None:
-        """Wait for outstanding messages (``reconnect_timeout`` at most)."""
-        self._flush()
+        """Wait for outstanding messages (``reconnect_timeout`` at most), then close the client.
+
+        Its connections close now, not when the garbage collector finds the client.
+        """
+        try:
+            self._flush()
+        finally:
+            self._producer.close()
