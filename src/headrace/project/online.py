@@ -21,7 +21,7 @@ from headrace.storage.online.base import (
 )
 from headrace.storage.registry import FeatureSetVersion
 
-__all__ = ["OnlineFeatures", "OnlineReader", "materialise_view"]
+__all__ = ["OnlineFeatures", "OnlineReader", "materialise_view", "newest_rows", "write_newest"]
 
 PRESENT = "present"
 MISSING = "missing"
@@ -218,13 +218,47 @@ def materialise_view(
         rows = rows.filter(pl.col(event) >= since)
     if as_of is not None:
         rows = rows.filter(pl.col(event) <= as_of)
-    extra = [view.created_time] if view.created_time else []
     latest = (
         rows.select(*keys, *order, *view.feature_names)
         .sort(order, maintain_order=True)  # newest last; ties: the last read, as offline
         .unique(subset=keys, keep="last", maintain_order=False)
         .collect(engine="streaming")
     )
+    return write_newest(
+        view, version, latest, store, kinds, chunk_rows=chunk_rows, on_progress=on_progress
+    )
+
+
+def newest_rows(view: FeatureView, rows: pl.DataFrame) -> pl.DataFrame:
+    """The newest row per entity of ``rows`` (in memory), as :func:`materialise_view` picks it.
+
+    Newest by event time, then created time; among ties the last in ``rows``. A frame small
+    enough to hold (a streaming micro-batch's outputs) needs no sort: each entity's newest
+    time is a windowed max.
+    """
+    keys = list(view.entity.keys)
+    order = [view.event_time] + ([view.created_time] if view.created_time else [])
+    picked = rows.select(*keys, *order, *view.feature_names)
+    for column in order:  # one at a time: created time breaks ties among the newest events
+        newest = pl.col(column).max().over(keys)  # nulls sort first: kept only if all null
+        picked = picked.filter(pl.col(column).eq_missing(newest))
+    return picked.unique(subset=keys, keep="last", maintain_order=False)
+
+
+def write_newest(
+    view: FeatureView,
+    version: int,
+    latest: pl.DataFrame,
+    store: OnlineStore,
+    kinds: tuple[str, ...],
+    *,
+    chunk_rows: int,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Upsert ``latest`` (at most one row per entity) into ``store``; rows written."""
+    keys = list(view.entity.keys)
+    event = view.event_time
+    extra = [view.created_time] if view.created_time else []
     table = OnlineTable(view.name, version, view.feature_names, kinds)
     written = 0
     done = 0

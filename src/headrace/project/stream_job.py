@@ -28,7 +28,7 @@ from headrace.core.stream import StreamSource
 from headrace.engines.stream.planner import StreamPlan, plan_stream
 from headrace.engines.stream.runtime import JobStats, Outputs, StreamJob, StreamOptions
 from headrace.errors import StreamError
-from headrace.project.online import materialise_view
+from headrace.project.online import newest_rows, write_newest
 from headrace.project.project import Project
 from headrace.project.streams import open_topic
 from headrace.quality.validation import validate
@@ -67,16 +67,8 @@ class _Online:
 
     def write(self, view: FeatureView, rows: pl.DataFrame) -> None:
         kinds = tuple(_kind(rows.schema[f]) for f in view.feature_names)
-        materialise_view(
-            view,
-            self.versions[view.name],
-            rows.lazy(),
-            self.store,
-            kinds,
-            since=None,
-            as_of=None,
-            chunk_rows=50_000,
-        )
+        latest = newest_rows(view, rows)
+        write_newest(view, self.versions[view.name], latest, self.store, kinds, chunk_rows=50_000)
 
 
 class _Offline:

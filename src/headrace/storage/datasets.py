@@ -175,7 +175,7 @@ class DatasetStore:
         :meth:`transaction_version` learn, from the table itself, how far the writer got;
         ``transactions`` records several writers' steps in the same commit.
 
-        ``compression`` of an appended file: zstd (smallest), or lz4 where the append is on a
+        ``compression`` of the written file: zstd (smallest), or lz4 where the write is on a
         latency path (a streaming checkpoint every second: about a third of the CPU).
         """
         try:
@@ -211,7 +211,7 @@ class DatasetStore:
                     frame = _aligned(name, frame, pl.DataFrame(table_schema).schema)
                     _add_file(path, frame, properties, mode="append", compression=compression)
                 elif whole:
-                    _replace_table(path, frame, properties)
+                    _replace_table(path, frame, properties, compression)
                 else:
                     assert partition is not None
                     scheme, key = partition
@@ -494,7 +494,9 @@ class DatasetStore:
         raise DatasetVersionNotFoundError(msg)
 
 
-def _replace_table(path: Path, frame: pl.DataFrame, properties: CommitProperties) -> None:
+def _replace_table(
+    path: Path, frame: pl.DataFrame, properties: CommitProperties, compression: Compression
+) -> None:
     """Replace the whole table by ``frame`` in one commit (creating it if needed).
 
     Polars writes the Parquet file (multi-threaded, faster than deltalake's writer here), and
@@ -503,7 +505,7 @@ def _replace_table(path: Path, frame: pl.DataFrame, properties: CommitProperties
     min/max (a whole-table write is one file, so there is nothing to skip, and wrong bounds
     would be worse than none).
     """
-    _add_file(path, frame, properties, mode="overwrite")
+    _add_file(path, frame, properties, mode="overwrite", compression=compression)
 
 
 def _aligned(name: str, frame: pl.DataFrame, target: pl.Schema) -> pl.DataFrame:
