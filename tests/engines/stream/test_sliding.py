@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import headrace as hr
 from headrace.engines.compute.features import compute_view, view_input
-from headrace.engines.stream import sliding
+from headrace.engines.stream import history, sliding
 from headrace.engines.stream.operators import PARTITION, ViewOperator, make_operator
 from headrace.engines.stream.sliding import SlidingOperator
 from headrace.errors import StreamError
@@ -116,6 +116,7 @@ def test_the_two_column_search_gives_the_same_rows(monkeypatch: pytest.MonkeyPat
     """Ids x time range too large for one integer: sorts and searches use two columns."""
     frame = _events(800, 5)
     monkeypatch.setattr(sliding, "_LIMIT", 0)
+    monkeypatch.setattr(history, "_LIMIT", 0)
     assert_same_rows(VIEW, _batch(frame), _stream(frame, [100, 350, 351, 700], {2}))
 
 
@@ -158,3 +159,25 @@ def test_a_non_numeric_sum_names_the_view_and_the_fix() -> None:
     rows = _events(10, 1).select("user", "ts", "kind", PARTITION)
     with pytest.raises(StreamError, match=r"'wrong'.*max\(kind\).*cast the column"):
         SlidingOperator(view).advance(rows, None, [0])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    ids=st.lists(st.integers(0, 5), max_size=30),
+    values=st.lists(st.integers(-3, 3), min_size=30, max_size=30),
+    floats=st.booleans(),
+    maximum=st.booleans(),
+)
+def test_a_staircase_keeps_the_rows_no_later_row_beats_or_ties(
+    ids: list[int], values: list[int], floats: bool, maximum: bool
+) -> None:
+    """The one-pass rank trick keeps exactly the rows a per-entity reversed scan keeps."""
+    rows = pl.DataFrame(
+        {"_hr_id": sorted(ids), "_hr_v": values[: len(ids)]},
+        schema={"_hr_id": pl.Int64, "_hr_v": pl.Float64 if floats else pl.Int64},
+    )
+    expected = []
+    for i, (entity, value) in enumerate(rows.iter_rows()):
+        later = [v for e, v in rows.slice(i + 1).iter_rows() if e == entity]
+        expected.append(all(value > v if maximum else value < v for v in later))
+    assert sliding._undominated(rows, maximum=maximum).to_list() == expected

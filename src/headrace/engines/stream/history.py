@@ -24,6 +24,7 @@ __all__ = ["History", "Located"]
 _ID = "_hr_id"
 _T = "_hr_t"
 PARTITION = "_hr_partition"
+_LIMIT = 2**62
 
 
 def first_after(times: np.ndarray, lo: np.ndarray, hi: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -40,6 +41,20 @@ def first_after(times: np.ndarray, lo: np.ndarray, hi: np.ndarray, x: np.ndarray
         after = times[np.minimum(mid, last)] > x
         lo = np.where(open_ & ~after, mid + 1, lo)
         hi = np.where(open_ & after, mid, hi)
+
+
+def run_prefix(values: np.ndarray, heads: np.ndarray) -> np.ndarray:
+    """Per row, the sum of the values before it in its run (runs start at ``heads``).
+
+    Each run starts again from its own first value (not from a batch-wide running total),
+    so a difference of two prefixes is as precise as summing the rows between them.
+    """
+    if not values.size:
+        return values.copy()
+    shifted = values.copy()
+    shifted[heads[1:]] -= np.add.reduceat(values, heads)[:-1]
+    prefix: np.ndarray = np.cumsum(shifted) - values
+    return prefix
 
 
 def _at(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -59,6 +74,18 @@ class _Segment:
     arrays: dict[str, np.ndarray]
     starts: np.ndarray
     cum: dict[str, np.ndarray]
+    places: np.ndarray | None = None
+    """Per row ``id * (tmax - tmin + 2) + (t - tmin)`` (ascending) where that fits in 62 bits."""
+
+    def first_after(self, ids: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Per query: the first row of entity ``ids`` with time > ``x`` (the run's end if none)."""
+        if self.places is None:
+            lo, hi = self.run(ids)
+            return first_after(self.arrays["t"], lo, hi, x)
+        span = self.tmax - self.tmin + 2
+        wanted = ids * span + np.clip(x - self.tmin, -1, span - 2)
+        found: np.ndarray = np.searchsorted(self.places, wanted, side="right")
+        return found.astype(np.int64)
 
     def run(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Where each id's rows start and end in this segment (empty past the end)."""
@@ -150,8 +177,8 @@ class History:
                 continue
             pick = np.flatnonzero(where == j)
             segment, who = self.segments[j], ids[pick]
-            lo, hi = segment.run(who)
-            first = first_after(segment.arrays["t"], lo, hi, x[pick])
+            hi = segment.run(who)[1]
+            first = segment.first_after(who, x[pick])
             some = first < hi
             end = np.maximum(hi - 1, 0)
             start = np.minimum(first, max(segment.arrays["t"].size - 1, 0))
@@ -188,18 +215,12 @@ class History:
 
         cum["rows"] = carried("rows", np.dtype(np.int64))
         cum["rows"] += np.bincount(ids, minlength=n_ids)
+        heads = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
         for c in self.columns:
             dtype = pl.Int64 if rows.schema[c].is_integer() else pl.Float64
-            frame = rows.select(
-                pl.col(_ID),
-                pl.col(c).cast(dtype).fill_null(0).alias("v"),
-                pl.col(c).is_not_null().alias("ok"),
-            ).with_columns(
-                (pl.col("v").cum_sum().over(_ID) - pl.col("v")).alias("s"),
-                (pl.col("ok").cast(pl.Int64).cum_sum().over(_ID) - pl.col("ok")).alias("n"),
-            )
-            v, ok = frame["v"].to_numpy(), frame["ok"].to_numpy()
-            s, n = frame["s"].to_numpy(), frame["n"].to_numpy()
+            v = rows[c].cast(dtype).fill_null(0).to_numpy()
+            ok = rows[c].is_not_null().to_numpy()
+            s, n = run_prefix(v, heads), run_prefix(ok.astype(np.int64), heads)
             arrays |= {f"v:{c}": v, f"ok:{c}": ok, f"s:{c}": s, f"n:{c}": n}
             sums = carried(f"s:{c}", v.dtype)
             sums[owners] += s[ends] + v[ends]
@@ -208,7 +229,11 @@ class History:
             counts[owners] += n[ends] + ok[ends]
             cum[f"n:{c}"] = counts
         starts = np.searchsorted(ids, np.arange(n_ids + 1)).astype(np.int64)
-        return _Segment(int(times.min()), int(times.max()), arrays, starts, cum)
+        tmin, tmax = int(times.min()), int(times.max())
+        places = None
+        if max(n_ids, 1) * (tmax - tmin + 2) < _LIMIT:
+            places = ids * (tmax - tmin + 2) + (times - tmin)
+        return _Segment(tmin, tmax, arrays, starts, cum, places)
 
     def _frame_of(self, segment: _Segment) -> pl.DataFrame:
         a = segment.arrays

@@ -475,16 +475,11 @@ class SlidingOperator:
         A new row survives if no later new row of its entity beats or ties it; an old row
         if it beats every new row of its entity.
         """
-        value = pl.col("_hr_v")
         fresh = rows.filter(pl.col(column).is_not_null()).select(
             _ID, _T, pl.col(PARTITION).cast(pl.Int32), pl.col(column).alias("_hr_v")
         )
         maximum = function == "max"
-        after = value.cum_max() if maximum else value.cum_min()
-        beats = value > pl.col("_b") if maximum else value < pl.col("_b")
-        backwards = fresh.reverse().with_columns(after.shift(1).over(_ID).alias("_b"))
-        fresh = backwards.filter(pl.col("_b").is_null() | beats)
-        fresh = fresh.drop("_b").reverse()
+        fresh = fresh.filter(_undominated(fresh, maximum=maximum))
         old = self._stairs.get((column, function))
         if old is not None and old.frame.height and fresh.height:
             fresh = self._merge_stair(old.frame, fresh, maximum=maximum)
@@ -568,6 +563,38 @@ class SlidingOperator:
 
 
 _NEVER = np.iinfo(np.int64).min
+
+
+def _undominated(rows: pl.DataFrame, *, maximum: bool) -> pl.Series:
+    """Per row: whether no later row of its entity beats or ties it (a staircase row).
+
+    ``rows`` hold id, time and ``_hr_v`` (no nulls), sorted by id and time; beating is
+    exceeding for ``maximum``, else undercutting. One pass without grouping: values become
+    dense ranks (negated for a minimum), offset per entity so that a reversed running maximum
+    never carries across entities. Floats with NaN take Polars' way (its running maximum
+    skips NaN, its comparisons put NaN on top).
+    """
+    values = rows["_hr_v"].to_numpy()
+    if not values.size:
+        return pl.Series(np.zeros(0, dtype=bool))
+    ids = rows[_ID].to_numpy()
+    nan = values.dtype.kind == "f" and bool(np.isnan(values).any())
+    if nan or (int(ids.max()) + 1) * values.size >= _LIMIT:
+        value = pl.col("_hr_v")
+        after = value.cum_max() if maximum else value.cum_min()
+        beats = value > pl.col("_b") if maximum else value < pl.col("_b")
+        backwards = rows.reverse().with_columns(after.shift(1).over(_ID).alias("_b"))
+        kept = backwards.select(pl.col("_b").is_null() | beats).to_series()
+        return kept.reverse()
+    _, rank = np.unique(values, return_inverse=True)
+    levels = int(rank.max()) + 1
+    if not maximum:
+        rank = levels - 1 - rank
+    places = (int(ids.max()) - ids) * levels + rank  # later entities: lower; order kept within
+    reverse = places[::-1]
+    before = np.maximum.accumulate(reverse)
+    beats = reverse > np.r_[-1, before[:-1]]
+    return pl.Series(beats[::-1].copy())
 
 
 def _partials(aggregate: Aggregate) -> list[pl.Expr]:
