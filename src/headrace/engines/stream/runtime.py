@@ -511,18 +511,15 @@ class StreamJob:
             return
         number = seq if seq is not None else self.seq + 1
         ends = {p: pos for p in parts if (pos := self.positions[p]) is not None}
-        frames = {d: pl.concat(f, how="diagonal_relaxed") for d, f in self._pending.items()}
-        self._pending = {}
+        held, self._pending = self._pending, {}
         saved = {p: (self.positions[p], self._state(p)) for p in parts}
-        added: list[tuple[int, str, int, bytes]] = []
+        changes: list[tuple[int, str, str, pl.DataFrame]] = []
         expired: dict[tuple[int, str], int] = {}
         for name, operator in self.operators.items():
-            time_column = operator.view.event_time
             for partition in parts:
                 rows, whole = operator.take_changes(partition)
                 if rows.height:
-                    newest = rows.select(pl.col(time_column).max()).item()
-                    added.append((partition, name, _micros(newest), _ipc(rows)))
+                    changes.append((partition, name, operator.view.event_time, rows))
                 bound = operator.keep_from(partition)
                 if whole:
                     expired[(partition, name)] = _REPLACED
@@ -530,7 +527,12 @@ class StreamJob:
                     expired[(partition, name)] = _micros(bound)
         self.seq = max(self.seq, number)
 
-        def commit() -> None:
+        def commit() -> None:  # encoding too happens here, off the loop's thread
+            frames = {d: pl.concat(f, how="diagonal_relaxed") for d, f in held.items()}
+            added = [
+                (partition, name, _micros(rows.select(pl.col(column).max()).item()), _ipc(rows))
+                for partition, name, column, rows in changes
+            ]
             written.wait()  # the online writes of the batches this checkpoint covers
             self._writer.check()
             self.checkpoints.intend(self.name, number, ends)
@@ -633,18 +635,42 @@ class _Writer:
             self._thread = None
 
     def _run(self) -> None:
+        """Write queued batches; those queued together go as one write per view.
+
+        A writer that falls behind so writes each entity's newest row once for several
+        micro-batches (the store keeps only the newest anyway) instead of once per batch.
+        """
         assert self.online is not None
-        while (item := self._queue.get()) is not None:
+        while True:
+            taken = [self._queue.get()]
+            while isinstance(taken[-1], tuple):
+                try:
+                    taken.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            writes = [item for item in taken if isinstance(item, tuple)]
             try:
-                if isinstance(item, threading.Event):
-                    item.set()
-                elif self._error is None:
-                    self.online.write(*item)
+                if writes and self._error is None:
+                    self._write(writes)
             except BaseException as exc:
                 self._error = exc
             finally:
-                self._queue.task_done()
-        self._queue.task_done()
+                last = taken[-1]
+                if isinstance(last, threading.Event):
+                    last.set()
+                for _ in taken:
+                    self._queue.task_done()
+            if taken[-1] is None:
+                return
+
+    def _write(self, writes: list[tuple[FeatureView, pl.DataFrame]]) -> None:
+        assert self.online is not None
+        by_view: dict[str, tuple[FeatureView, list[pl.DataFrame]]] = {}
+        for view, rows in writes:
+            by_view.setdefault(view.name, (view, []))[1].append(rows)
+        for view, frames in by_view.values():
+            rows = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
+            self.online.write(view, rows)
 
     def _raise(self) -> None:
         if self._error is not None:
