@@ -181,3 +181,32 @@ def test_a_staircase_keeps_the_rows_no_later_row_beats_or_ties(
         later = [v for e, v in rows.slice(i + 1).iter_rows() if e == entity]
         expected.append(all(value > v if maximum else value < v for v in later))
     assert sliding._undominated(rows, maximum=maximum).to_list() == expected
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 300))
+def test_one_ungrouped_rolling_pass_gives_what_the_grouped_one_gives(seed: int, n: int) -> None:
+    """Windows over the ``id * gap + time`` index equal windows grouped by entity."""
+    rng = np.random.default_rng(seed)
+    frame = _events(n, seed, users=4).with_columns(
+        pl.Series(
+            "ts", [BASE + timedelta(seconds=int(s)) for s in rng.integers(0, 90, n)]
+        ).dt.cast_time_unit("us"),  # whole seconds: many rows tied in time
+        pl.col("value").cast(pl.Float64),
+    )
+
+    def rolled(limit: int) -> pl.DataFrame:
+        operator = SlidingOperator(VIEW)
+        operator._add_pending(frame)
+        pending = operator.pending
+        assert pending is not None
+        operator._search = sliding._Search.over(operator, pending)
+        sliding._LIMIT = limit
+        try:
+            return operator._rolled(operator._search.sort(pending, None))
+        finally:
+            sliding._LIMIT = 2**62
+
+    ours, grouped = rolled(2**62), rolled(0)
+    assert ours.columns == grouped.columns
+    assert ours.to_dicts() == grouped.to_dicts()
