@@ -11,6 +11,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from headrace.cli import views
 from headrace.cli.shared import FormatOption, OutputFormat, ProjectOption, err, open_project, out
+from headrace.connectors.log import LogError
 from headrace.project.streams import NDJSON, ProducedEvents, TopicWriter, read_events
 
 __all__ = ["CHUNK_ROWS", "stream_app"]
@@ -71,7 +72,12 @@ def produce(
         ) as progress:
             task = progress.add_task(f"producing to {writer.topic}", total=frame.height)
             for chunk in frame.iter_slices(CHUNK_ROWS):
-                produced += writer.send(chunk, key=key)
+                try:
+                    produced += writer.send(chunk, key=key)
+                except LogError as exc:  # a full disk, say: earlier chunks are in the log
+                    if produced.events:
+                        raise _partly_produced(exc, produced, frame.height) from exc
+                    raise
                 progress.update(task, completed=produced.events)
     if output is OutputFormat.json:
         views.print_json(out, produced.to_dict())
@@ -85,3 +91,14 @@ def produce(
             f"appended {produced.events:,} events to topic {produced.topic} "
             f"(partitions {spread} of {writer.partitions})"
         )
+
+
+def _partly_produced(exc: LogError, produced: ProducedEvents, total: int) -> LogError:
+    """``exc``, saying which events of the input are in the topic already (earlier chunks)."""
+    msg = (
+        f"{exc}\n{produced.events:,} of the {total:,} events (rows 0 to "
+        f"{produced.events - 1:,} of the input) were appended to topic {produced.topic} "
+        f"before this; send only the rest, from row {produced.events:,}, so that none is "
+        f"appended twice"
+    )
+    return LogError(msg)

@@ -3,7 +3,9 @@
 :class:`EmbeddedLog` appends Polars frames (or lists of dicts) and reads them back by
 partition and offset (:class:`LogBatch`). It survives a crash of the appending process: every
 append is a checksummed frame, and a frame cut short is truncated when the log is next opened
-or appended to, never returned as data.
+or appended to, never returned as data. An append the disk refuses (full, over quota, a file
+too large) is a :class:`LogError` that names the log and the fix, and keeps none of its
+records: retry it once there is room.
 
 On disk::
 

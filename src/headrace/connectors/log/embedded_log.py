@@ -8,6 +8,7 @@ import os
 import threading
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, NamedTuple, Self, overload
 import polars as pl
 import pyarrow as pa
 
-from headrace.connectors.log.segment import LogError, PartitionFiles, encode_frame
+from headrace.connectors.log.segment import LogError, PartitionFiles, encode_frame, storage_error
 
 PARTITION_COLUMN = "_log_partition"
 OFFSET_COLUMN = "_log_offset"
@@ -91,6 +92,12 @@ class EmbeddedLog:
     frame per partition, so a crash may keep the records of some partitions of a call and
     not the others.
 
+    An append the disk refuses (full: ``ENOSPC``, quota: ``EDQUOT``, file size: ``EFBIG``) is a
+    :class:`LogError` naming the log, the partition and the fix, and keeps nothing: the frames
+    it wrote to other partitions are taken back before any reader can see them. The records
+    appended before stay readable, and once there is room again the same append can simply
+    be retried: offsets go on from where they were, with no gap.
+
     The first append fixes the schema: a later append may leave columns out (they are null)
     or give integers for a float column, but not add a column or change a type.
 
@@ -115,19 +122,28 @@ class EmbeddedLog:
             raise LogError(msg)
         self.path = Path(path)
         self.segment_bytes = segment_bytes
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._root_lock = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        self._root = _RootLock(self._root_lock)
-        self._round_robin_lock = threading.Lock()
-        with self._root_locked():
-            self.partitions = self._open_meta(partitions)
-            self._schema = self._load_schema()
-        self._files = [
-            PartitionFiles(self.path / f"partition-{n:04d}", n) for n in range(self.partitions)
-        ]
-        for files in self._files:
-            with files.locked(exclusive=True):
-                pass  # recovery: the refresh truncates a torn last frame
+        self._files: list[PartitionFiles] = []
+        self._root_lock = -1
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._root_lock = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            self._root = _RootLock(self._root_lock)
+            self._round_robin_lock = threading.Lock()
+            with self._root_locked():
+                self.partitions = self._open_meta(partitions)
+                self._schema = self._load_schema()
+            for n in range(self.partitions):
+                self._files.append(PartitionFiles(self.path / f"partition-{n:04d}", n))
+            for files in self._files:
+                with files.locked(exclusive=True):
+                    pass  # recovery: the refresh truncates a torn last frame
+        except OSError as exc:
+            self.close()
+            doing = f"opening the log {self.path}"
+            raise storage_error(exc, doing, self.path, "the log was not opened") from exc
+        except BaseException:
+            self.close()
+            raise
         self._round_robin = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -137,7 +153,9 @@ class EmbeddedLog:
         for files in self._files:
             files.close()
         self._files = []
-        os.close(self._root_lock)
+        if self._root_lock >= 0:
+            os.close(self._root_lock)
+            self._root_lock = -1
 
     def __enter__(self) -> Self:
         return self
@@ -164,6 +182,9 @@ class EmbeddedLog:
         With ``key``, rows with equal values of that column go to one partition, in order.
         ``fsync=True`` waits until the data is on disk (slower); otherwise it is flushed to the
         operating system, which survives a crash of the process but not of the machine.
+
+        A write the file system refuses (a full disk, say) raises :class:`LogError` and keeps
+        none of ``records``; retry the same call once there is room.
         """
         frame = records if isinstance(records, pl.DataFrame) else _frame_of(records)
         for name in (PARTITION_COLUMN, OFFSET_COLUMN):
@@ -181,19 +202,49 @@ class EmbeddedLog:
         parts = frame.with_columns(route.alias("__part")).partition_by(
             "__part", as_dict=True, maintain_order=True, include_key=False
         )
-        for (partition, *_), part in sorted(parts.items()):
+        frames: list[tuple[PartitionFiles, bytes, int]] = []
+        for (partition, *_), part in sorted(parts.items()):  # the lock order: by partition
             batch = part.to_arrow().combine_chunks().to_batches()[0]
-            data = encode_frame(batch)
-            files = self._files[int(partition)]
-            with files.locked(exclusive=True):
-                firsts[int(partition)] = files.write(
-                    data, part.height, segment_bytes=self.segment_bytes, fsync=fsync
-                )
+            frames.append((self._files[int(partition)], encode_frame(batch), part.height))
+        with ExitStack() as locks:
+            for files, _data, _count in frames:
+                locks.enter_context(files.locked(exclusive=True))
+            for files, data, count in frames:
+                try:
+                    firsts[files.number] = files.write(
+                        data, count, segment_bytes=self.segment_bytes, fsync=fsync
+                    )
+                except OSError as exc:
+                    raise self._append_failed(exc, files, frame.height, firsts, fsync) from exc
         positions = pl.DataFrame({"partition": route.cast(pl.Int64)}).with_columns(
             offset=pl.int_range(pl.len(), dtype=pl.Int64).over("partition")
             + pl.col("partition").replace_strict(firsts, return_dtype=pl.Int64)
         )
         return Positions(positions)
+
+    def _append_failed(
+        self,
+        exc: OSError,
+        files: PartitionFiles,
+        records: int,
+        firsts: Mapping[int, int],
+        fsync: bool,
+    ) -> LogError:
+        """Take back the frames this append wrote (``firsts``); the error that says so."""
+        kept: list[str] = []
+        for partition, first in firsts.items():
+            try:
+                self._files[partition].undo(first, fsync=fsync)
+            except OSError as undo_exc:
+                kept.append(f"partition {partition} from offset {first} ({undo_exc})")
+        outcome = "nothing of this append was written, the log is as it was"
+        if kept:
+            outcome = (
+                f"the records this append wrote to other partitions could not all be taken "
+                f"back, these stay: {'; '.join(kept)}"
+            )
+        doing = f"appending {records} records to partition {files.number} of the log {self.path}"
+        return storage_error(exc, doing, self.path, outcome)
 
     def _route(self, frame: pl.DataFrame, key: str | None) -> pl.Series:
         if key is None:
@@ -336,7 +387,7 @@ class EmbeddedLog:
             return count
         count = partitions or _DEFAULT_PARTITIONS
         _write_atomically(meta, json.dumps({"format": _FORMAT, "partitions": count}).encode())
-        return count
+        return count  # an OSError is turned into a LogError by __init__
 
     def _load_schema(self) -> pl.Schema | None:
         path = self.path / "schema.arrow"
@@ -362,7 +413,12 @@ class EmbeddedLog:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
-        _write_atomically(self.path / "schema.arrow", sink.getvalue().to_pybytes())
+        try:
+            _write_atomically(self.path / "schema.arrow", sink.getvalue().to_pybytes())
+        except OSError as exc:
+            doing = f"saving the schema of the log {self.path} (its first append)"
+            outcome = "nothing of this append was written"
+            raise storage_error(exc, doing, self.path, outcome) from exc
         return frame.schema
 
 
@@ -403,9 +459,15 @@ def _widens(given: pl.DataType, stored: pl.DataType) -> bool:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all; an ``OSError`` leaves no temporary file behind."""
     temporary = path.with_suffix(path.suffix + ".tmp")
-    with temporary.open("wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    temporary.replace(path)
+    try:
+        with temporary.open("wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        temporary.replace(path)
+    except OSError:
+        with suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        raise

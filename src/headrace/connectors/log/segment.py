@@ -10,11 +10,16 @@ A segment file holds frames back to back. A frame is one append to one partition
 
 A frame that is cut short or whose checksum does not match ends the valid data of the active
 (last) segment: it is a torn write and is truncated by the next writer, never returned.
+
+A write the operating system refuses (a full disk: ``ENOSPC``, ``EDQUOT``, ``EFBIG``) is
+truncated away at once by :meth:`PartitionFiles.write`, which then raises the ``OSError``;
+:func:`storage_error` turns it into a :class:`LogError` that names the folder and the fix.
 """
 
 from __future__ import annotations
 
 import bisect
+import errno
 import fcntl
 import os
 import struct
@@ -37,7 +42,42 @@ SUFFIX = ".seg"
 
 
 class LogError(SourceError):
-    """The embedded log cannot be read or written as asked (offset gone, schema, corruption)."""
+    """The embedded log cannot be read or written as asked (offset gone, schema, corruption).
+
+    When the file system refused a write (a full disk, say), ``__cause__`` is its ``OSError``.
+    """
+
+
+_FULL = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up"}
+
+
+def storage_error(exc: OSError, doing: str, folder: Path, outcome: str) -> LogError:
+    """A :class:`LogError` for ``exc``, met while ``doing`` (e.g. "appending 5 records to ...").
+
+    ``folder`` is where the disk space is needed; ``outcome`` says what the log kept (e.g.
+    "nothing of this append was written"). A full disk or quota names the two fixes, freeing
+    space or deleting old segments by retention; a file too large names ``segment_bytes``.
+    Raise it ``from exc``.
+    """
+    reason = exc.strerror or str(exc)
+    if exc.errno in _FULL:
+        why = f"{_FULL[exc.errno]} ({reason})"
+        fix = (
+            f"free space on the disk that holds {folder}, or delete old segments by retention "
+            f"(for a project's topic set [stream] retention or retention_bytes in headrace.toml "
+            f"and apply them with headrace.project.streams.apply_retention; otherwise call "
+            f"EmbeddedLog.retain), then retry"
+        )
+    elif exc.errno == errno.EFBIG:
+        why = f"a segment file reached the file size limit ({reason})"
+        fix = (
+            "open the log with a smaller segment_bytes so that segments roll over sooner, or "
+            "raise the limit (ulimit -f), then retry"
+        )
+    else:
+        why = f"the file system refused it ({reason})"
+        fix = f"check that {folder} exists and is writable, then retry"
+    return LogError(f"{doing} failed: {why}; {outcome}. To fix it, {fix}")
 
 
 def encode_frame(batch: pa.RecordBatch) -> bytes:
@@ -167,7 +207,12 @@ class PartitionFiles:
         return self.segments[-1].end if self.segments else 0
 
     def write(self, frame: bytes, count: int, *, segment_bytes: int, fsync: bool) -> int:
-        """Append one frame (call under the exclusive lock); return its first offset."""
+        """Append one frame (call under the exclusive lock); return its first offset.
+
+        The frame is written at the end of the indexed data, whatever the file holds after it.
+        When the file system refuses (a full disk, say), what was written of the frame is
+        truncated away and the ``OSError`` is raised: the partition is as it was before.
+        """
         if not self.segments or (
             self.segments[-1].size >= segment_bytes and self.segments[-1].starts
         ):
@@ -179,25 +224,30 @@ class PartitionFiles:
                 self.segments[-1].sealed = True
             self.segments.append(Segment(path, self.end))
         segment = self.segments[-1]
-        try:
-            with segment.path.open("ab") as file:
-                file.write(frame)
-                file.flush()
-                if fsync:
-                    os.fsync(file.fileno())
-        except OSError as exc:
-            os.truncate(segment.path, segment.size)
-            msg = (
-                f"partition {self.number}: appending to {segment.path} failed ({exc}); "
-                f"nothing of this append was kept"
-            )
-            raise LogError(msg) from exc
+        _write_at(segment.path, frame, segment.size, fsync=fsync)
         first = segment.end
         segment.starts.append(first)
         segment.positions.append(segment.size)
         segment.end += count
         segment.size += len(frame)
         return first
+
+    def undo(self, first: int, *, fsync: bool) -> None:
+        """Take back the last frame, which :meth:`write` gave ``first``, under the same lock.
+
+        Used when a later partition of one append fails, so that the append keeps nothing. An
+        ``OSError`` of the truncation is raised and the frame stays (whole and readable).
+        """
+        segment = self.segments[-1]
+        if not segment.starts or segment.starts[-1] != first:
+            msg = f"partition {self.number}: offset {first} does not start the last frame"
+            raise LogError(msg)
+        position = segment.positions[-1]
+        _truncate(segment.path, position, fsync=fsync)
+        segment.starts.pop()
+        segment.positions.pop()
+        segment.end = first
+        segment.size = position
 
     def read(self, offset: int, max_records: int) -> list[pa.Table]:
         """The tables of frames holding ``[offset, offset + max_records)`` (sliced), in order."""
@@ -264,6 +314,35 @@ def _read_segment(segment: Segment, offset: int, wanted: int, partition: int) ->
         wanted -= take
         position += HEADER_BYTES + length
     return tables
+
+
+def _write_at(path: Path, data: bytes, position: int, *, fsync: bool) -> None:
+    """Write ``data`` at ``position`` of ``path``; on an ``OSError`` cut the file back there."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        written = 0
+        while written < len(data):
+            written += os.pwrite(fd, memoryview(data)[written:], position + written)
+        if fsync:
+            os.fsync(fd)
+    except OSError as exc:
+        try:
+            os.ftruncate(fd, position)
+        except OSError as cleanup:  # readers and the next writer ignore a torn frame anyway
+            exc.add_note(f"truncating {path} back to byte {position} failed too: {cleanup}")
+        raise
+    finally:
+        os.close(fd)
+
+
+def _truncate(path: Path, size: int, *, fsync: bool) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, size)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_directory(directory: Path) -> None:
