@@ -210,3 +210,34 @@ def test_one_ungrouped_rolling_pass_gives_what_the_grouped_one_gives(seed: int, 
     ours, grouped = rolled(2**62), rolled(0)
     assert ours.columns == grouped.columns
     assert ours.to_dicts() == grouped.to_dicts()
+
+
+def test_a_released_partition_restored_from_its_checkpoint_resumes_exactly() -> None:
+    """Revoked past its checkpoint, then handed back: its rows since are read again."""
+    frame = _events(600, 3)
+    rows = view_input(VIEW, frame.lazy(), what="test").collect().with_columns(frame[PARTITION])
+    operator = SlidingOperator(VIEW)
+    outputs: list[pl.DataFrame] = []
+    newest = BASE
+
+    def feed(chunk: pl.DataFrame) -> pl.DataFrame:
+        nonlocal newest
+        top = chunk["ts"].max()
+        assert isinstance(top, datetime)
+        newest = max(newest, top)
+        return operator.advance(chunk, newest - timedelta(milliseconds=2_001), [0, 1, 2])
+
+    for lo in (0, 100, 200):
+        outputs.append(feed(rows.slice(lo, 100)))
+    saved = operator.take_changes(1)[0]  # partition 1's checkpoint
+    bound = operator.emitted[1]
+    moved_on = feed(rows.slice(300, 100))
+    operator.release([1])  # its outputs since the checkpoint are dropped, not appended
+    partition_1 = pl.col(PARTITION) == 1
+    ones = rows.filter(partition_1)["user"].unique()
+    outputs.append(moved_on.filter(~pl.col("user").is_in(ones.implode())))
+    operator.restore(1, saved, bound)
+    again = rows.slice(300).filter(partition_1 | (pl.int_range(pl.len()) >= 100))
+    outputs.append(feed(again))
+    outputs.append(operator.flush([0, 1, 2], datetime(2100, 1, 1, tzinfo=UTC)))
+    assert_same_rows(VIEW, _batch(frame), pl.concat([o for o in outputs if o.height]))

@@ -289,6 +289,21 @@ class SlidingOperator:
             self._stairs[key] = _Stair(frame, self._run_starts(frame))
         for column, lasts in self._lasts.items():
             self._lasts[column] = lasts.filter(mine)
+        self._renew_newest()
+
+    def _renew_newest(self) -> None:
+        """Each entity's newest emitted time again, from the rows still kept.
+
+        After a release, an entity of the released partitions has none: were it to come back
+        (from an older checkpoint), its rows would otherwise look older than its past.
+        """
+        self._newest = np.full(self._n_ids, _NEVER, dtype=np.int64)
+        frames = [self._history.frame() if self._size else None]
+        frames += [stair.frame for stair in self._stairs.values()]
+        frames += list(self._lasts.values())
+        for frame in frames:
+            if frame is not None and frame.height:
+                np.maximum.at(self._newest, frame[_ID].to_numpy(), frame[_T].to_numpy())
 
     # -- pending rows ---------------------------------------------------------------------
 
