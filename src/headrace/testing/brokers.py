@@ -283,3 +283,8 @@ class RecordingRebalance:
         """Record the call."""
         self.calls.append(("revoked", list(partitions)))
         self.owned -= set(partitions)
+
+    def lost(self, partitions: Sequence[int]) -> None:
+        """Record the call."""
+        self.calls.append(("lost", list(partitions)))
+        self.owned -= set(partitions)

@@ -16,8 +16,17 @@ Partition ownership
 Brokers with a native group protocol (Kafka consumer groups) decide which worker owns which
 partition; the consumer reports changes through the :class:`Rebalance` listener given to it,
 *inside* ``poll`` (so the engine can checkpoint a partition before losing it and load one's
-state before reading it). Brokers without one (embedded log, NATS, Redis) are told their
-partitions by the engine's own coordinator (``assign``).
+state before reading it). A partition can also be *lost* rather than revoked: the group moved
+on without this worker (it missed its session or poll deadline), another worker may own the
+partition already, and the engine must then forget it without writing anything. Brokers
+without a group protocol (embedded log, NATS, Redis) are told their partitions by the
+engine's own coordinator (``assign``).
+
+End of input
+------------
+An empty poll does not mean the owned partitions are read to their end: a fetch may still
+be under way. :meth:`StreamConsumer.at_end` says whether they are (``until_end`` runs stop
+only then).
 
 Messages that cannot be decoded (not JSON, a value that does not fit the declared type) are
 never dropped: they come back in :attr:`Polled.malformed` with their position, raw text and a
@@ -118,6 +127,15 @@ class Rebalance(Protocol):
         """The worker is about to lose ``partitions``: checkpoint them now."""
         ...
 
+    def lost(self, partitions: Sequence[int]) -> None:
+        """The worker has lost ``partitions`` already: forget them, and write nothing for them.
+
+        Another worker may own them and have checkpointed newer state, so a checkpoint now
+        could overwrite it. Partitions the worker keeps may be forgotten too; the consumer
+        hands them back through :meth:`assigned`.
+        """
+        ...
+
 
 class StreamConsumer(ABC):
     """Reads decoded rows from the partitions of one topic that this worker owns."""
@@ -148,6 +166,17 @@ class StreamConsumer(ABC):
         backoff inside; a broker that stays unreachable raises
         :class:`~headrace.errors.BrokerError` naming the broker (no password) and the fix.
         """
+
+    def at_end(self) -> bool:
+        """Whether every owned partition has been read up to its end as of now.
+
+        "Its end" is where the partition ended when the broker was last asked (Kafka: its high
+        watermark), not a promise that nothing more will come. Called after an empty poll when
+        the engine runs ``until_end``. The default, True, is right for consumers whose empty
+        poll already means that (they read synchronously: the embedded log, Redis); a consumer
+        whose messages arrive in the background must answer from what the broker says.
+        """
+        return True
 
     def commit(self, positions: Mapping[int, int]) -> None:  # noqa: B027 - optional hook
         """Tell the broker how far the engine checkpointed (a courtesy; default: nothing)."""

@@ -4,9 +4,18 @@ The consumer is a member of a Kafka consumer group, so Kafka decides which worke
 partition (``group_managed = True``). When partitions are assigned, the engine's
 :class:`~headrace.connectors.stream.base.Rebalance` listener says where to start each one (the
 engine's checkpoint, not the group's committed offset); when they are revoked it is told first,
-so it can checkpoint them. Both calls happen inside :meth:`KafkaConsumer.poll`. Offsets are
-committed to the group only when the engine calls :meth:`KafkaConsumer.commit`
-(``enable.auto.commit`` is off), for monitoring tools such as consumer-lag exporters.
+so it can checkpoint them. When the group moved on without this member (it missed
+``session.timeout.ms`` or ``max.poll.interval.ms``), librdkafka reports its whole assignment
+*lost*: the engine is told to forget it without a checkpoint, since another member may own the
+partitions already, and the member rejoins the group. These calls happen inside
+:meth:`KafkaConsumer.poll`. Offsets are committed to the group only when the engine calls
+:meth:`KafkaConsumer.commit` (``enable.auto.commit`` is off), for monitoring tools such as
+consumer-lag exporters.
+
+:meth:`KafkaConsumer.at_end` is True once librdkafka has reported the end of every owned
+partition (``enable.partition.eof``) after the last message it handed over: the fetch that
+found no more data saw the partition's high watermark. (Not a ``ListOffsets`` query: Tansu
+answers it with an offset short of the partition's end.)
 
 A lost connection is librdkafka's to retry (it reconnects by itself, with backoff); a broker
 that stays unreachable for ``reconnect_timeout`` seconds, or a fatal client error, raises
@@ -66,8 +75,9 @@ class KafkaConsumer(StreamConsumer):
 
     ``config`` is passed to librdkafka as is (``security.protocol``, ``sasl.*``,
     ``fetch.max.bytes``, ...); headrace sets ``bootstrap.servers``, ``group.id``,
-    ``enable.auto.commit=false`` and ``auto.offset.reset=earliest``. Without a ``rebalance``
-    listener, assigned partitions start at the group's committed offsets.
+    ``enable.auto.commit=false`` and ``auto.offset.reset=earliest``, and always
+    ``enable.partition.eof=true`` (:meth:`at_end` needs it). Without a ``rebalance`` listener,
+    assigned partitions start at the group's committed offsets.
     """
 
     kind = "kafka"
@@ -89,6 +99,8 @@ class KafkaConsumer(StreamConsumer):
         self.reconnect_timeout = reconnect_timeout
         self._shown = _shown(bootstrap)
         self._owned: set[int] = set()
+        self._ended: set[int] = set()
+        """Owned partitions whose end librdkafka reported after their last message."""
         self._down_since: float | None = None
         self._fatal: KafkaError | None = None
         self._warned_no_topic = False
@@ -98,8 +110,8 @@ class KafkaConsumer(StreamConsumer):
             "group.id": group,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
-            "enable.partition.eof": False,
             **dict(config or {}),
+            "enable.partition.eof": True,
             "error_cb": self._on_error,
             "on_commit": self._on_commit,
         }
@@ -129,6 +141,7 @@ class KafkaConsumer(StreamConsumer):
             placed.append(TopicPartition(self.topic, number, offset))
         consumer.assign(placed)
         self._owned = set(numbers)
+        self._ended.clear()
         log.info("%s: assigned partitions %s", self.describe(), numbers)
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -137,13 +150,25 @@ class KafkaConsumer(StreamConsumer):
             self.rebalance.revoked(numbers)
         consumer.unassign()
         self._owned.difference_update(numbers)
+        self._ended.difference_update(numbers)
         log.info("%s: revoked partitions %s", self.describe(), numbers)
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # The group moved on without us (session timeout): others may own them already. The
-        # engine hears it as a revocation so it drops their state; committing is pointless.
-        log.warning("%s: lost partitions %s", self.describe(), [p.partition for p in partitions])
-        self._revoked(consumer, partitions)
+        # The group moved on without us (session or poll-interval timeout): others may own the
+        # partitions already and have checkpointed past us. librdkafka loses the whole
+        # assignment (and unassign() drops it), so the engine hears of all of it.
+        numbers = sorted(self._owned | {tp.partition for tp in partitions})
+        log.warning(
+            "%s: lost partitions %s (the group moved on without this member); they are "
+            "dropped without a checkpoint and the member rejoins",
+            self.describe(),
+            numbers,
+        )
+        self._owned.clear()  # first: no courtesy commit for partitions that are not ours
+        self._ended.clear()
+        if self.rebalance is not None and numbers:
+            self.rebalance.lost(numbers)
+        consumer.unassign()
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
@@ -201,6 +226,7 @@ class KafkaConsumer(StreamConsumer):
                 values.append(message.value())
                 partitions.append(message.partition() or 0)
                 offsets.append(message.offset() or 0)
+                self._ended.discard(message.partition() or 0)
             else:
                 self._note(message)
         self._check_health(bool(values))
@@ -216,11 +242,15 @@ class KafkaConsumer(StreamConsumer):
         assert error is not None
         if error.fatal():
             self._fatal = error
+        elif error.code() == KafkaError._PARTITION_EOF:
+            partition = message.partition()
+            if partition is not None and partition in self._owned:
+                self._ended.add(partition)
         elif error.code() in _NO_TOPIC:
             if not self._warned_no_topic:
                 log.warning("%s: %s; waiting for the topic", self.describe(), error.str())
                 self._warned_no_topic = True
-        elif error.code() != KafkaError._PARTITION_EOF:
+        else:
             log.warning("%s: %s", self.describe(), error.str())
 
     def _check_health(self, received: bool) -> None:
@@ -248,6 +278,14 @@ class KafkaConsumer(StreamConsumer):
             f"({redact(str(exc))}); {_FIX}, or raise reconnect_timeout"
         )
         return BrokerError(msg)
+
+    def at_end(self) -> bool:
+        """Whether every owned partition was read to its end (its high watermark) as of now.
+
+        True when librdkafka reported the end of each one after the last message it handed
+        over: the end as of that fetch (a message produced after it is not waited for).
+        """
+        return self._ended >= self._owned
 
     def commit(self, positions: Mapping[int, int]) -> None:
         """Commit the engine's checkpointed positions of owned partitions (asynchronously)."""
@@ -299,6 +337,7 @@ class KafkaProducer(StreamProducer):
         self._shown = _shown(bootstrap)
         self._errors: list[str] = []
         self._round_robin = 0
+        self._closed = False
         base: dict[str, Any] = {"bootstrap.servers": bootstrap, **dict(config or {})}
         self.partitions = self._ensure_topic(AdminClient(base), partitions)
         self._producer = Producer(
@@ -392,8 +431,12 @@ class KafkaProducer(StreamProducer):
     def close(self) -> None:
         """Wait for outstanding messages (``reconnect_timeout`` at most), then close the client.
 
-        Its connections close now, not when the garbage collector finds the client.
+        Its connections close now, not when the garbage collector finds the client. Closing
+        again does nothing.
         """
+        if self._closed:
+            return
+        self._closed = True
         try:
             self._flush()
         finally:

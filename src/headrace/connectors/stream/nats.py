@@ -12,7 +12,9 @@ The consumer reads each owned partition through its own ephemeral pull consumer
 filtered on the partition's subject). Pull requests stay outstanding between polls, so new
 messages stream in while the engine works; :meth:`NatsConsumer.poll` hands over what arrived.
 The engine's checkpoint is the only record of progress, so :meth:`NatsConsumer.commit` does
-nothing and nothing is ever redelivered behind the engine's back.
+nothing and nothing is ever redelivered behind the engine's back. Since messages arrive in
+the background, an empty poll does not mean a partition is read to its end;
+:meth:`NatsConsumer.at_end` compares the position with the partition's last stream sequence.
 
 Connections are headrace's to restore: when one drops, the next poll reconnects with backoff
 (0.1 s doubling to 2 s) and re-creates each partition's consumer at the position after the
@@ -76,6 +78,8 @@ _INACTIVE = 300.0
 _WINDOW = 20_000
 """Messages the producer sends before waiting for their acknowledgements."""
 _ACK_WAIT = 10.0
+_NO_MESSAGE = 10037
+"""JetStream's error code for "no message found" (the subject has none)."""
 _CONNECTION_ERRORS = (
     nats.errors.ConnectionClosedError,
     nats.errors.NoServersError,
@@ -293,6 +297,14 @@ class NatsConsumer(StreamConsumer):
             following[partition] = offset + 1
         return Polled(rows, following, malformed)
 
+    def at_end(self) -> bool:
+        """Whether every owned partition was handed over up to its last message as of now.
+
+        Asks the server for the last message of each partition's subject (an empty
+        partition is at its end).
+        """
+        return self._loop.run(self._with_connection(self._at_end))
+
     def commit(self, positions: Mapping[int, int]) -> None:
         """Nothing to do: the consumers do not ack (``AckPolicy.NONE``); the checkpoint rules."""
 
@@ -450,6 +462,28 @@ class NatsConsumer(StreamConsumer):
                 reply=f"{self._inbox}.{pull.partition}.{pull.generation}",
             )
             pull.waiting, pull.answered, pull.expires_at = share, False, now + _PULL_EXPIRES
+
+    async def _at_end(self) -> bool:
+        client = self._conn.client
+        assert client is not None
+        js = client.jetstream()
+        for pull in self._pulls.values():
+            if pull.buffer:
+                return False
+            subject = f"{self.topic}.{pull.partition}"
+            try:
+                last = await js.get_last_msg(self.topic, subject)
+            except nats.js.errors.NotFoundError as exc:
+                if exc.err_code == _NO_MESSAGE:
+                    continue  # nothing in the partition yet
+                msg = (
+                    f"JetStream stream {self.topic!r} does not exist on {self._conn.shown}; "
+                    "create it with open_producer(...) or fix the topic name"
+                )
+                raise StreamError(msg) from exc
+            if last.seq is not None and (pull.next or 0) <= last.seq:
+                return False
+        return True
 
     def _take(self, max_messages: int) -> tuple[list[bytes | None], list[int], list[int]]:
         values: list[bytes | None] = []

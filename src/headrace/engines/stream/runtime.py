@@ -61,7 +61,8 @@ class StreamOptions:
     max_batch: int = 100_000
     poll_timeout: float = 0.2
     until_end: bool = False
-    """Stop (after flushing every window) when a poll finds nothing new."""
+    """Stop (after flushing every window) once a poll finds nothing new and every owned
+    partition is read to where it ended when the broker was last asked (see ``at_end``)."""
     max_seconds: float | None = None
     """Stop after this long (then checkpoint, without flushing)."""
     group: bool = False
@@ -202,6 +203,42 @@ class StreamJob:
             self.max_event.pop(partition, None)
             self.caps.pop(partition, None)
 
+    def lost(self, partitions: Sequence[int]) -> None:
+        """Forget ``partitions`` without a checkpoint: the broker's group moved on without us.
+
+        Another worker may own them already and have checkpointed newer state, which a
+        checkpoint now would overwrite; their held offline rows would be appended twice. So
+        nothing more is written for them: state, held rows and positions are dropped, and the
+        new owner resumes from their last checkpoint. (Online rows this worker wrote since are
+        harmless: upserts are idempotent and ordered by event time.)
+
+        Held feature rows do not record their partition, so the rows held for the partitions
+        this worker keeps cannot be kept apart: it forgets every partition, back to its last
+        checkpoint (the views start from fresh operators: what an operator learnt of an
+        entity past the checkpoint must not outlive it), and the consumer hands back the ones
+        it keeps through :meth:`assigned` (a Kafka member loses its whole assignment anyway,
+        then rejoins the group).
+        """
+        if not any(p in self.positions for p in partitions):
+            return
+        self.settle()  # a checkpoint under way was taken before the loss was known
+        forgotten = self.owned
+        dropped = self._pending_rows()
+        self.operators = {v.name: make_operator(v) for v in self.plan.views}
+        self._pending = {}
+        self._carry = None
+        self.positions.clear()
+        self.max_event.clear()
+        self._arrived.clear()
+        self.caps = {}
+        log.warning(
+            "lost partitions %s: forgot %s and %d held row(s) without a checkpoint; "
+            "the partitions resume from their last checkpoint",
+            sorted(partitions),
+            forgotten,
+            dropped,
+        )
+
     def _rebalance(self) -> None:
         """Share the partitions with the live members of the group (checkpoint-store groups)."""
         live = self.checkpoints.heartbeat(self.name, self.member, expiry=self._expiry)
@@ -239,7 +276,12 @@ class StreamJob:
                     self._process(polled)
                 elif polled.next_positions:
                     self.positions.update(polled.next_positions)  # a replay's cut-off tail
-                elif options.until_end and not self.caps and self.positions:
+                elif (
+                    options.until_end
+                    and not self.caps
+                    and self.positions
+                    and self.consumer.at_end()  # an empty poll may just have come too soon
+                ):
                     self._flush()
                     break
                 elif options.idle_timeout is not None and not self.caps:
