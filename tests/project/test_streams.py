@@ -234,8 +234,10 @@ def test_retention_bytes_keeps_the_newest_segments(tmp_path: Path) -> None:
 
 def test_a_bad_retention_setting_names_it(tmp_path: Path) -> None:
     project = make_project(tmp_path, 'retention = "a week"')
-    produce(project, "clicks", pl.DataFrame({"n": [1]}), key=None)
-    with pytest.raises(ConfigError, match=r"\[stream\] retention: 'a week' is not a duration"):
+    wrong = r"\[stream\] retention: 'a week' is not a duration"
+    with pytest.raises(ConfigError, match=wrong):  # not written while ignoring the setting
+        produce(project, "clicks", pl.DataFrame({"n": [1]}), key=None)
+    with pytest.raises(ConfigError, match=wrong):
         apply_retention(project, "clicks")
 
 

@@ -129,9 +129,14 @@ class StreamSettings(_Section):
     partitions: int = Field(default=4, ge=1)
     """Partitions of a topic the embedded log (or a producer) creates."""
     retention: str | None = None
-    """Embedded log: drop whole segments older than this (``"7d"``); None keeps all."""
+    """Embedded log: delete whole sealed segments last written longer ago than this
+    (``"7d"``); None keeps all. Checked each time an append rolls a partition to a new
+    segment (``headrace.project.streams.apply_retention`` applies it now)."""
     retention_bytes: int | None = Field(default=None, ge=1)
-    """Embedded log: keep at most about this many bytes per partition."""
+    """Embedded log, per partition (as Kafka's ``retention.bytes``): each time an append rolls
+    a partition to a new segment, its oldest sealed segments are deleted until it holds at
+    most this many bytes. The segment being appended to is never deleted, so a partition may
+    hold about one segment (64 MiB) more than this between rolls. None keeps all."""
     checkpoint_interval: float = Field(default=1.0, gt=0)
     """Seconds between checkpoints of a streaming job."""
     max_batch: int = Field(default=100_000, ge=1)

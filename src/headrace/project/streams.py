@@ -178,34 +178,52 @@ def open_topic(project: Project, topic: str) -> EmbeddedLog:
     """The embedded log of ``topic``, created with ``[stream] partitions`` if it is new.
 
     A topic keeps the partition count it was created with, whatever the setting says later.
-    Close the log when done (it is a context manager).
+    The log enforces ``[stream] retention`` and ``retention_bytes`` as its appends roll
+    segments (see :class:`~headrace.connectors.log.EmbeddedLog`), so every way in that opens
+    it here keeps them. Close the log when done (it is a context manager).
+
+    A ``[stream] retention`` that is not a duration is a :class:`~headrace.errors.ConfigError`.
     """
     path = topic_path(project, topic)
     exists = (path / "log.json").exists()
-    return EmbeddedLog(path, partitions=None if exists else project.settings.stream.partitions)
+    settings = project.settings.stream
+    return EmbeddedLog(
+        path,
+        partitions=None if exists else settings.partitions,
+        retention_bytes=settings.retention_bytes,
+        retention=_retention(project),
+    )
 
 
 def apply_retention(project: Project, topic: str) -> int:
-    """Apply ``[stream] retention`` and ``retention_bytes`` to ``topic``'s embedded log.
+    """Apply ``[stream] retention`` and ``retention_bytes`` to ``topic``'s embedded log now.
 
+    Appends already enforce them each time a partition rolls to a new segment
+    (:func:`open_topic`); this applies them at once, e.g. to a topic nobody appends to.
     Whole old segments are deleted (never the one being appended to); returns how many. Does
     nothing (0) when neither setting is given, when the topic does not exist, or when the
     project streams through a broker, which keeps its own retention.
     """
     settings = project.settings.stream
-    path = topic_path(project, topic)
-    if settings.broker != "log" or not (path / "log.json").exists():
+    if settings.broker != "log":
         return 0
-    max_age: timedelta | None = None
-    if settings.retention is not None:
-        try:
-            max_age = parse_duration(settings.retention, what="[stream] retention")
-        except FeatureDefinitionError as exc:
-            raise ConfigError(str(exc)) from exc
-    if max_age is None and settings.retention_bytes is None:
+    max_age = _retention(project)  # a bad setting is named even before the topic exists
+    exists = (topic_path(project, topic) / "log.json").exists()
+    if not exists or (max_age is None and settings.retention_bytes is None):
         return 0
     with open_topic(project, topic) as log:
         return log.retain(max_bytes=settings.retention_bytes, max_age=max_age)
+
+
+def _retention(project: Project) -> timedelta | None:
+    """``[stream] retention`` as a duration (None: not set)."""
+    text = project.settings.stream.retention
+    if text is None:
+        return None
+    try:
+        return parse_duration(text, what="[stream] retention")
+    except FeatureDefinitionError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 # -- writing ---------------------------------------------------------------------------------

@@ -7,6 +7,12 @@ or appended to, never returned as data. An append the disk refuses (full, over q
 too large) is a :class:`LogError` that names the log and the fix, and keeps none of its
 records: retry it once there is room.
 
+Retention works as Kafka's, per partition: a log opened with ``retention_bytes`` or
+``retention`` (an age) deletes a partition's oldest sealed segments each time an append rolls
+it to a new segment; the segment being appended to is never deleted and offsets never change
+(:meth:`EmbeddedLog.retain` applies limits at once). A project's topics take them from
+``[stream] retention`` and ``retention_bytes`` in headrace.toml.
+
 On disk::
 
     <path>/log.json                      {"format": 1, "partitions": N}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import threading
 import zlib
@@ -24,6 +25,8 @@ PARTITION_COLUMN = "_log_partition"
 OFFSET_COLUMN = "_log_offset"
 _FORMAT = 1
 _DEFAULT_PARTITIONS = 4
+
+log = logging.getLogger("headrace.connectors.log")
 
 
 class Position(NamedTuple):
@@ -101,6 +104,16 @@ class EmbeddedLog:
     The first append fixes the schema: a later append may leave columns out (they are null)
     or give integers for a float column, but not add a column or change a type.
 
+    Retention, as Kafka's: with ``retention_bytes`` (per partition) or ``retention`` (an age),
+    an append that rolls a partition to a new segment then deletes that partition's oldest
+    *sealed* segments, while the partition holds more than ``retention_bytes`` (the new
+    segment counted) or while they were last written longer than ``retention`` ago. The
+    segment being appended to is never deleted, so right after a roll a partition holds at
+    most ``retention_bytes`` and never more than that plus one segment (``segment_bytes`` and
+    the last append). Age is checked at rolls only: a partition that rolls rarely keeps an
+    old segment until its next roll; :meth:`retain` applies limits now. Offsets never
+    change; reading a deleted offset is a :class:`LogError` naming the first one left.
+
     Example::
 
         >>> import tempfile
@@ -111,17 +124,37 @@ class EmbeddedLog:
     """
 
     def __init__(
-        self, path: Path, *, partitions: int | None = None, segment_bytes: int = 64 << 20
+        self,
+        path: Path,
+        *,
+        partitions: int | None = None,
+        segment_bytes: int = 64 << 20,
+        retention_bytes: int | None = None,
+        retention: timedelta | None = None,
     ) -> None:
         """Open the log in ``path``, creating it (with 4 partitions unless told) if needed.
 
         Opening recovers from a crash: an incomplete last record is truncated.
+        ``retention_bytes`` (per partition) and ``retention`` (an age) are enforced by every
+        append that rolls a partition to a new segment (see the class docs); None: no limit.
+        They belong to this handle, not to the log on disk: open the log with them wherever
+        it is appended to.
         """
         if partitions is not None and partitions < 1:
             msg = f"a log needs at least 1 partition, not {partitions}"
             raise LogError(msg)
+        if retention_bytes is not None and retention_bytes < 1:
+            msg = f"retention_bytes must be at least 1 (or None: no limit), not {retention_bytes}"
+            raise LogError(msg)
+        if retention is not None and retention <= timedelta():
+            msg = f"retention must be a positive duration (or None: no limit), not {retention}"
+            raise LogError(msg)
         self.path = Path(path)
         self.segment_bytes = segment_bytes
+        self.retention_bytes = retention_bytes
+        """Most bytes a partition keeps after a roll (None: no limit)."""
+        self.retention = retention
+        """Sealed segments last written longer ago are deleted at a roll (None: no limit)."""
         self._files: list[PartitionFiles] = []
         self._root_lock = -1
         try:
@@ -216,6 +249,9 @@ class EmbeddedLog:
                     )
                 except OSError as exc:
                     raise self._append_failed(exc, files, frame.height, firsts, fsync) from exc
+            for files, _data, _count in frames:  # the append is whole: retention may run
+                if files.rolled(firsts[files.number]):
+                    self._retain_rolled(files)
         positions = pl.DataFrame({"partition": route.cast(pl.Int64)}).with_columns(
             offset=pl.int_range(pl.len(), dtype=pl.Int64).over("partition")
             + pl.col("partition").replace_strict(firsts, return_dtype=pl.Int64)
@@ -245,6 +281,27 @@ class EmbeddedLog:
             )
         doing = f"appending {records} records to partition {files.number} of the log {self.path}"
         return storage_error(exc, doing, self.path, outcome)
+
+    def _retain_rolled(self, files: PartitionFiles) -> None:
+        """Apply the retention limits to ``files``, which just rolled (under its lock).
+
+        The append is written whole by now, so a deletion the file system refuses must not
+        fail it (a retry would append the records twice): it is logged, and the next roll or
+        :meth:`retain` tries again.
+        """
+        if self.retention_bytes is None and self.retention is None:
+            return
+        max_age = None if self.retention is None else self.retention.total_seconds()
+        try:
+            files.retain(self.retention_bytes, max_age)
+        except OSError as exc:
+            log.warning(
+                "partition %d of the log %s: deleting old segments by retention failed (%s); "
+                "the append was written, and the next roll or EmbeddedLog.retain tries again",
+                files.number,
+                self.path,
+                exc,
+            )
 
     def _route(self, frame: pl.DataFrame, key: str | None) -> pl.Series:
         if key is None:
@@ -352,11 +409,13 @@ class EmbeddedLog:
     # -- retention -------------------------------------------------------------------------
 
     def retain(self, *, max_bytes: int | None = None, max_age: timedelta | None = None) -> int:
-        """Delete whole old segments; return how many were deleted.
+        """Delete whole old segments of every partition now; return how many were deleted.
 
-        A segment goes when its partition holds more than ``max_bytes`` without it, or when
-        its last write is older than ``max_age``. The segment being appended to is never
-        deleted, so a partition may keep more than ``max_bytes``.
+        Oldest first, a sealed segment goes while its partition holds more than ``max_bytes``
+        (the active segment counted) or while it was last written longer than ``max_age``
+        ago. The segment being appended to is never deleted, so a partition may keep more
+        than ``max_bytes``. The limits given here are used, not the log's own
+        (``retention_bytes`` and ``retention``, which appends enforce as they roll).
         """
         seconds = max_age.total_seconds() if max_age is not None else None
         deleted = 0

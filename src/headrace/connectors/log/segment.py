@@ -64,9 +64,10 @@ def storage_error(exc: OSError, doing: str, folder: Path, outcome: str) -> LogEr
         why = f"{_FULL[exc.errno]} ({reason})"
         fix = (
             f"free space on the disk that holds {folder}, or delete old segments by retention "
-            f"(for a project's topic set [stream] retention or retention_bytes in headrace.toml "
-            f"and apply them with headrace.project.streams.apply_retention; otherwise call "
-            f"EmbeddedLog.retain), then retry"
+            f"(for a project's topic set [stream] retention or retention_bytes in headrace.toml, "
+            f"enforced as segments roll, and apply them now with "
+            f"headrace.project.streams.apply_retention; otherwise open the log with retention "
+            f"or retention_bytes, or call EmbeddedLog.retain), then retry"
         )
     elif exc.errno == errno.EFBIG:
         why = f"a segment file reached the file size limit ({reason})"
@@ -264,8 +265,21 @@ class PartitionFiles:
             index += 1
         return tables
 
+    def rolled(self, first: int) -> bool:
+        """Whether the frame :meth:`write` gave ``first`` began a segment, sealing the one before.
+
+        True once per roll (the moment a segment becomes deletable by retention).
+        """
+        return len(self.segments) > 1 and self.segments[-1].starts[:1] == [first]
+
     def retain(self, max_bytes: int | None, max_age: float | None) -> int:
-        """Delete old sealed segments beyond ``max_bytes`` or ``max_age`` (s); return how many."""
+        """Delete the oldest sealed segments (call under the exclusive lock); return how many.
+
+        Oldest first, a segment goes while the partition holds more than ``max_bytes`` (the
+        active segment counted) or while it was last written more than ``max_age`` seconds
+        ago. The active (last) segment always stays. An ``OSError`` of a deletion is raised;
+        the segments deleted before it stay deleted.
+        """
         now = time.time()
         total = sum(s.size for s in self.segments)
         deleted = 0

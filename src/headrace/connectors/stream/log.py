@@ -7,8 +7,9 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from headrace.connectors.log import OFFSET_COLUMN, PARTITION_COLUMN, EmbeddedLog
+from headrace.connectors.log import OFFSET_COLUMN, PARTITION_COLUMN, EmbeddedLog, LogError
 from headrace.connectors.stream.base import OFFSET, PARTITION, Polled, StreamConsumer
+from headrace.errors import StreamError
 
 __all__ = ["LogConsumer"]
 
@@ -20,6 +21,11 @@ class LogConsumer(StreamConsumer):
 
     The log stores typed Arrow rows, so nothing is malformed here: appends that do not fit the
     log's schema were refused when they were made.
+
+    A position that retention deleted (the job was stopped, or fell behind, longer than the
+    topic keeps events) is never skipped: :meth:`assign` and :meth:`poll` raise a
+    :class:`~headrace.errors.StreamError` naming the topic, the partition, the lost offsets
+    and the fix.
     """
 
     kind = "log"
@@ -35,9 +41,12 @@ class LogConsumer(StreamConsumer):
 
     def assign(self, positions: Mapping[int, int | None]) -> None:
         """Own ``positions``' partitions, reading each from its position (None: the start)."""
-        self._next = {
-            p: (self.log.start_offset(p) if pos is None else pos) for p, pos in positions.items()
-        }
+        self._next = {}
+        for partition, position in positions.items():
+            first = self.log.start_offset(partition)
+            if position is not None and position < first:
+                raise self._deleted(partition, position, first)
+            self._next[partition] = first if position is None else position
 
     def poll(self, max_messages: int, timeout: float) -> Polled:
         """Up to ``max_messages`` rows across owned partitions (fairly, in turn)."""
@@ -57,7 +66,13 @@ class LogConsumer(StreamConsumer):
         moved: dict[int, int] = {}
         self._turn = (self._turn + 1) % len(owned)
         for partition in owned[self._turn :] + owned[: self._turn]:
-            batch = self.log.read(partition, self._next[partition], share)
+            try:
+                batch = self.log.read(partition, self._next[partition], share)
+            except LogError as exc:
+                first = self.log.start_offset(partition)
+                if self._next[partition] < first:  # retention ran while the job was behind
+                    raise self._deleted(partition, self._next[partition], first) from exc
+                raise
             if batch.data.height:
                 frames.append(batch.data)
                 self._next[partition] = batch.next_offset
@@ -68,6 +83,23 @@ class LogConsumer(StreamConsumer):
             {PARTITION_COLUMN: PARTITION, OFFSET_COLUMN: OFFSET}
         )
         return Polled(data, moved)
+
+    def _deleted(self, partition: int, position: int, first: int) -> StreamError:
+        """The error for a position below the partition's ``first`` offset left by retention."""
+        topic = self.log.path.name  # a project's topic is the folder <state>/streams/<topic>
+        msg = (
+            f"topic {topic!r} (embedded log {self.log.path}), partition {partition}: the job "
+            f"is to read from offset {position}, but retention deleted offsets {position} to "
+            f"{first - 1} ({first - position} events) before it read them; the first "
+            f"available offset is {first}. The job stops rather than skip them. To go on "
+            f"without them, restart the job from the earliest offsets: delete its checkpoint "
+            f"(the rows with job = '<pipeline>/{topic}' in the stream_checkpoints, "
+            f"stream_intents and stream_state tables of the metadata database) and run it "
+            f"again; it then reads every partition from its first available offset. To keep "
+            f"this from happening again, raise [stream] retention or retention_bytes in "
+            f"headrace.toml above what the job can fall behind by"
+        )
+        return StreamError(msg)
 
     def close(self) -> None:
         """Nothing to release (the log stays open for its owner)."""
