@@ -8,7 +8,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from _clicks import VIEWS, assert_same_rows, batch_clean, batch_view, events, make_project, produce
+
+import headrace as hr
+from headrace.engines.stream.runtime import StreamJob, StreamOptions
+from headrace.errors import StreamError
+from headrace.project.stream_job import build_job
 
 HEADRACE = Path(sys.executable).parent / "headrace"
 
@@ -58,3 +64,37 @@ def test_a_second_worker_takes_over_half_the_partitions_with_their_state(tmp_pat
     for name in VIEWS:
         streamed = project.datasets.scan(f"{name}__stream").collect()
         assert_same_rows(views[name], batch_view(views[name], clean), streamed)
+
+
+KIND_VIEW = """
+pipeline.features(hr.FeatureView(
+    "kind_counts", entity=hr.Entity("kind", ["kind"]), source="events_clean", event_time="ts",
+    ttl="1d", features=[hr.Aggregate(None, "count", "1m", name="n")],
+))
+"""
+
+
+def test_workers_refuse_to_split_a_view_not_keyed_by_the_stream_key(tmp_path: Path) -> None:
+    """Events are routed by user; a view per kind cannot be split over workers."""
+    project = make_project(tmp_path / "p")
+    with (project.root / "pipeline.py").open("a") as file:
+        file.write(KIND_VIEW)
+    project = hr.Project.open(project.root)
+    produce(project, events(2_000, seed=3))
+
+    def worker(member: str, views: tuple[str, ...] = ()) -> StreamJob:
+        options = StreamOptions(group=True, member=member, checkpoint_interval=0.05)
+        return build_job(project, views=views, options=options)
+
+    first = worker("a")
+    first._join()  # alone: every partition, every view is fine
+    assert first.owned == sorted(first.consumer.partitions())
+    second = worker("b")
+    second._join()  # the first still owns everything: nothing to take yet
+    with pytest.raises(StreamError, match=r"'kind_counts' \(entity \['kind'\]\).*by key 'user'"):
+        first._rebalance()  # hands half over: now it would see a part of each kind
+    with pytest.raises(StreamError, match=r"another worker joined.*run one worker"):
+        second._rebalance()
+    keyed = worker("c", views=("user_recent",))
+    keyed._join()
+    keyed._rebalance()  # views keyed by the stream key split fine

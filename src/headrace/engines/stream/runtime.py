@@ -148,6 +148,34 @@ class StreamJob:
 
     # -- ownership --------------------------------------------------------------------------
 
+    def _check_shared(self) -> None:
+        """Refuse to run on some partitions only when a view's entity is not the stream key.
+
+        Events are routed to partitions by the stream's key; a view keyed otherwise has an
+        entity's events in several partitions, which several workers would each see a part
+        of (one worker owning them all is fine: its watermark covers them all).
+        """
+        if not self.positions:
+            return
+        everything = set(self._all or self.consumer.partitions())
+        if set(self.positions) >= everything:
+            return
+        key = self.plan.stream.key
+        split = [v for v in self.plan.views if key is None or key not in v.entity.keys]
+        if not split:
+            return
+        names = ", ".join(f"{v.name!r} (entity {list(v.entity.keys)})" for v in split)
+        routed = f"by key {key!r}" if key else "without a key"
+        msg = (
+            f"this worker of job {self.name!r} now owns partitions {self.owned} of "
+            f"{sorted(everything)}: another worker joined. Feature view(s) {names} aggregate "
+            f"per entity, but stream {self.plan.stream.topic!r} is routed {routed}, so an "
+            "entity's events are spread over the workers; run one worker, or route the stream "
+            "by the views' entity key (pipeline.stream(..., key=...)) and keep views keyed "
+            "otherwise in a job of their own"
+        )
+        raise StreamError(msg)
+
     @property
     def owned(self) -> list[int]:
         """The partitions this worker owns."""
@@ -187,6 +215,7 @@ class StreamJob:
             self.cap_seq = max(self.cap_seq, seq)
         if self.caps:
             log.info("replaying up to the intent of checkpoint %d: %s", self.cap_seq, self.caps)
+        self._check_shared()
         return {p: self.positions[p] for p in partitions}
 
     def revoked(self, partitions: Sequence[int]) -> None:
@@ -258,6 +287,7 @@ class StreamJob:
             log.info("took partitions %s (members: %s)", got, live)
         if lost or got:
             self.consumer.assign({p: self.positions[p] for p in self.active})
+        self._check_shared()  # after the hand-over: the others need not wait for an expiry
 
     # -- the loop ---------------------------------------------------------------------------
 
