@@ -12,6 +12,17 @@ partitions already, and the member rejoins the group. These calls happen inside
 :meth:`KafkaConsumer.commit` (``enable.auto.commit`` is off), for monitoring tools such as
 consumer-lag exporters.
 
+A checkpointed offset the broker no longer has is never skipped: when retention (or
+``DeleteRecords``) deleted it, or the topic was deleted and recreated shorter, :meth:`poll`
+raises a :class:`~headrace.errors.StreamError` naming the partition, the offset, the
+partition's watermarks and the fix. Kafka answers such a fetch with ``OFFSET_OUT_OF_RANGE``,
+which ``auto.offset.reset=error`` turns into an error event (``ERR__AUTO_OFFSET_RESET``) instead
+of a silent jump to the earliest offset. Tansu answers with an empty fetch instead, so the
+consumer also compares each checkpointed offset with the watermarks of the first fetch answer
+for the partition since it was assigned, and, when the partition's first message comes after
+the checkpointed offset, that offset with the low watermark. A job that falls behind
+retention while it runs gets the same error from Kafka.
+
 :meth:`KafkaConsumer.at_end` is True once librdkafka has reported the end of every owned
 partition (``enable.partition.eof``) after the last message it handed over: the fetch that
 found no more data saw the partition's high watermark. (Not a ``ListOffsets`` query: Tansu
@@ -36,6 +47,7 @@ from typing import Any
 import polars as pl
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    OFFSET_INVALID,
     OFFSET_STORED,
     Consumer,
     KafkaError,
@@ -70,14 +82,27 @@ def _shown(bootstrap: str) -> str:
     return redact(f"kafka://{bootstrap}")
 
 
+def _restart_fix(topic: str, when: str = "To go on without them") -> str:
+    """How to restart a job from the earliest offsets (as the embedded log words it)."""
+    return (
+        f"{when}, restart the job from the earliest offsets: delete its "
+        f"checkpoint (the rows with job = '<pipeline>/{topic}' in the stream_checkpoints, "
+        f"stream_intents and stream_state tables of the metadata database) and run it "
+        f"again; it then reads every partition from its first available offset"
+    )
+
+
 class KafkaConsumer(StreamConsumer):
     """Reads one topic as a member of Kafka consumer group ``group``.
 
     ``config`` is passed to librdkafka as is (``security.protocol``, ``sasl.*``,
-    ``fetch.max.bytes``, ...); headrace sets ``bootstrap.servers``, ``group.id``,
-    ``enable.auto.commit=false`` and ``auto.offset.reset=earliest``, and always
-    ``enable.partition.eof=true`` (:meth:`at_end` needs it). Without a ``rebalance`` listener,
-    assigned partitions start at the group's committed offsets.
+    ``fetch.max.bytes``, ...); headrace sets ``bootstrap.servers``, ``group.id`` and
+    ``enable.auto.commit=false``, and always ``enable.partition.eof=true`` (:meth:`at_end`
+    needs it). With a ``rebalance`` listener it always sets ``auto.offset.reset=error``: a
+    partition starts where the listener says (its beginning when it has no checkpoint), and
+    an offset the broker no longer has raises :class:`~headrace.errors.StreamError` rather
+    than jump. Without one, assigned partitions start at the group's committed offsets, and
+    ``auto.offset.reset`` (``earliest`` unless ``config`` says otherwise) applies.
     """
 
     kind = "kafka"
@@ -101,6 +126,9 @@ class KafkaConsumer(StreamConsumer):
         self._owned: set[int] = set()
         self._ended: set[int] = set()
         """Owned partitions whose end librdkafka reported after their last message."""
+        self._unchecked: dict[int, tuple[int, tuple[int, int]]] = {}
+        """Partitions started at a checkpointed offset not yet seen to be in range: that
+        offset, and the partition's cached watermarks when it was assigned."""
         self._down_since: float | None = None
         self._fatal: KafkaError | None = None
         self._warned_no_topic = False
@@ -111,6 +139,7 @@ class KafkaConsumer(StreamConsumer):
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             **dict(config or {}),
+            **({"auto.offset.reset": "error"} if rebalance is not None else {}),
             "enable.partition.eof": True,
             "error_cb": self._on_error,
             "on_commit": self._on_commit,
@@ -132,12 +161,15 @@ class KafkaConsumer(StreamConsumer):
             self.rebalance.assigned(numbers) if self.rebalance is not None else {}
         )
         placed = []
+        self._unchecked = {}
         for number in numbers:
             if self.rebalance is None:
                 offset = OFFSET_STORED
             else:
                 start = starts.get(number)
                 offset = OFFSET_BEGINNING if start is None else int(start)
+                if start is not None:
+                    self._unchecked[number] = (offset, self._cached(number))
             placed.append(TopicPartition(self.topic, number, offset))
         consumer.assign(placed)
         self._owned = set(numbers)
@@ -151,6 +183,8 @@ class KafkaConsumer(StreamConsumer):
         consumer.unassign()
         self._owned.difference_update(numbers)
         self._ended.difference_update(numbers)
+        for number in numbers:
+            self._unchecked.pop(number, None)
         log.info("%s: revoked partitions %s", self.describe(), numbers)
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -166,6 +200,7 @@ class KafkaConsumer(StreamConsumer):
         )
         self._owned.clear()  # first: no courtesy commit for partitions that are not ours
         self._ended.clear()
+        self._unchecked.clear()
         if self.rebalance is not None and numbers:
             self.rebalance.lost(numbers)
         consumer.unassign()
@@ -223,13 +258,17 @@ class KafkaConsumer(StreamConsumer):
         offsets: list[int] = []
         for message in messages:
             if message.error() is None:
+                partition, offset = message.partition() or 0, message.offset() or 0
+                if partition in self._unchecked:
+                    self._check_first(partition, offset)
                 values.append(message.value())
-                partitions.append(message.partition() or 0)
-                offsets.append(message.offset() or 0)
-                self._ended.discard(message.partition() or 0)
+                partitions.append(partition)
+                offsets.append(offset)
+                self._ended.discard(partition)
             else:
                 self._note(message)
         self._check_health(bool(values))
+        self._check_starts()
         rows, malformed = decode_json(values, MessagePositions(partitions, offsets), self.schema)
         following: dict[int, int] = {}
         for partition, offset in zip(partitions, offsets, strict=True):
@@ -246,12 +285,116 @@ class KafkaConsumer(StreamConsumer):
             partition = message.partition()
             if partition is not None and partition in self._owned:
                 self._ended.add(partition)
+                self._unchecked.pop(partition, None)  # read to its end: the start was in range
+        elif error.code() == KafkaError._AUTO_OFFSET_RESET:
+            # The broker answered OFFSET_OUT_OF_RANGE: the offset to read next is gone (or
+            # not there yet), and auto.offset.reset=error keeps librdkafka from jumping.
+            partition = message.partition() or 0
+            offset = message.offset()
+            if offset is None or offset < 0:
+                unchecked = self._unchecked.get(partition)
+                offset = OFFSET_INVALID if unchecked is None else unchecked[0]
+            raise self._out_of_range(partition, offset, *self._watermarks(partition), error.str())
         elif error.code() in _NO_TOPIC:
             if not self._warned_no_topic:
                 log.warning("%s: %s; waiting for the topic", self.describe(), error.str())
                 self._warned_no_topic = True
         else:
             log.warning("%s: %s", self.describe(), error.str())
+
+    # -- checkpointed offsets the broker no longer has --------------------------------------
+
+    def _cached(self, partition: int) -> tuple[int, int]:
+        """The partition's watermarks from librdkafka's last fetch answer (or OFFSET_INVALID).
+
+        Tansu answers ``ListOffsets`` for the high watermark short of the partition's end, but
+        its fetch answers carry the right watermarks.
+        """
+        try:
+            low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, partition), cached=True
+            )
+        except KafkaException:
+            return OFFSET_INVALID, OFFSET_INVALID
+        return int(low), int(high)
+
+    def _watermarks(self, partition: int) -> tuple[int, int]:
+        """The partition's watermarks as the broker says now (``ListOffsets``), else cached."""
+        try:
+            low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, partition), timeout=min(5.0, self.reconnect_timeout)
+            )
+        except KafkaException:
+            return self._cached(partition)
+        return int(low), max(int(high), self._cached(partition)[1])
+
+    def _check_first(self, partition: int, offset: int) -> None:
+        """The first message after a checkpointed start: raise if it skipped deleted ones.
+
+        A later offset alone is no loss (compaction, transaction markers), but a start
+        below the low watermark of the fetch that brought the message is.
+        """
+        start, _ = self._unchecked.pop(partition)
+        if offset > start:
+            low, high = self._cached(partition)
+            if low > start:
+                raise self._out_of_range(partition, start, low, high)
+
+    def _check_starts(self) -> None:
+        """Raise for a checkpointed start outside the watermarks of a fetch answered since.
+
+        Watermarks librdkafka cached before the assignment may be stale (the partition may
+        have grown since this member last read it), so they decide only once they changed.
+        """
+        for partition, (start, when_assigned) in list(self._unchecked.items()):
+            low, high = self._cached(partition)
+            if high < 0 or (low, high) == when_assigned:
+                continue  # no fetch answered since the assignment
+            if start > high or start < low:
+                raise self._out_of_range(partition, start, low, high)
+            del self._unchecked[partition]
+
+    def _out_of_range(
+        self, partition: int, offset: int, low: int, high: int, reason: str | None = None
+    ) -> StreamError:
+        """The error for a partition whose offset to read next the broker does not have."""
+        where = f"topic {self.topic!r} on {self._shown}, partition {partition}"
+        marks = (
+            f"low watermark {low}, high watermark {high}"
+            if low >= 0 and high >= 0
+            else "its watermarks are unknown"
+        )
+        position = f"offset {offset}" if offset >= 0 else "its checkpointed offset"
+        if 0 <= offset < low:
+            what = (
+                f"the job is to read from offset {offset}, but the broker deleted offsets "
+                f"{offset} to {low - 1} ({low - offset} offsets) before the job read them "
+                f"(retention.ms / retention.bytes, or DeleteRecords); the first available "
+                f"offset is {low} ({marks}). The job stops rather than skip them"
+            )
+            keep = (
+                "To keep this from happening again, raise the topic's retention.ms and "
+                "retention.bytes above what the job can fall behind by"
+            )
+        elif offset >= 0 and 0 <= high < offset:
+            what = (
+                f"the job is to read from offset {offset}, but the partition ends at offset "
+                f"{high} ({marks}): the topic is shorter than the checkpoint: was it deleted "
+                f"and recreated? The job stops rather than skip what the topic holds below "
+                f"offset {offset}"
+            )
+            fix = _restart_fix(self.topic, "If it was recreated on purpose")
+            msg = f"{where}: {what}. {fix}. Otherwise point the job at the topic it was reading"
+            return StreamError(msg)
+        else:
+            said = f" ({redact(reason)})" if reason else ""
+            what = (
+                f"the broker does not have {position} the job is to read from{said}; "
+                f"{marks}. The job stops rather than skip to another offset"
+            )
+            keep = "Check the topic's retention.ms and retention.bytes"
+        msg = f"{where}: {what}. {_restart_fix(self.topic)}. {keep}"
+        return StreamError(msg)
 
     def _check_health(self, received: bool) -> None:
         if self._fatal is not None:

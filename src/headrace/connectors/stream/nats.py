@@ -16,6 +16,16 @@ nothing and nothing is ever redelivered behind the engine's back. Since messages
 the background, an empty poll does not mean a partition is read to its end;
 :meth:`NatsConsumer.at_end` compares the position with the partition's last stream sequence.
 
+A position the stream no longer has is never skipped (JetStream itself would start a consumer
+at the first sequence it still has, or past its last one): before reading a partition from a
+position the engine gave, the consumer checks it against the stream's state and raises
+:class:`~headrace.errors.StreamError` when the stream's limits (``max_age``, ``max_msgs``,
+``max_bytes``, ``max_msgs_per_subject``) or a purge deleted sequences at or after it, or when
+the stream ends before it (deleted and recreated). JetStream does not say which subject a
+deleted message was on, so when the deleted sequences lie between the partition's last read
+message (deleted too) and its next one, the consumer cannot tell whether any were the
+partition's: it stops rather than guess.
+
 Connections are headrace's to restore: when one drops, the next poll reconnects with backoff
 (0.1 s doubling to 2 s) and re-creates each partition's consumer at the position after the
 last message handed over; a server unreachable for ``reconnect_timeout`` seconds raises
@@ -238,6 +248,8 @@ class _Pull:
     partition: int
     next: int | None
     """Position of the next message to hand to the engine (None: the stream's beginning)."""
+    checked: bool = True
+    """False while ``next`` is a position from the engine not yet checked against the stream."""
     generation: int = 0
     consumer: str | None = None
     waiting: int = 0
@@ -368,6 +380,9 @@ class NatsConsumer(StreamConsumer):
         assert client is not None
         js = client.jetstream()
         await self._release(pull)
+        if not pull.checked:
+            await self._check_start(js, pull)
+            pull.checked = True
         self._generation += 1
         pull.generation = self._generation
         pull.buffer.clear()
@@ -390,12 +405,110 @@ class NatsConsumer(StreamConsumer):
         try:
             info = await js.add_consumer(self.topic, config)
         except nats.js.errors.NotFoundError as exc:
-            msg = (
-                f"JetStream stream {self.topic!r} does not exist on {self._conn.shown}; create "
-                "it with open_producer(...) or fix the topic name"
-            )
-            raise StreamError(msg) from exc
+            raise self._no_stream() from exc
         pull.consumer = info.name
+
+    async def _check_start(self, js: JetStreamContext, pull: _Pull) -> None:
+        """Raise StreamError when the stream lost messages at or after ``pull.next``.
+
+        ``pull.next - 1`` is the partition's last message the job read. While that message is
+        still stored, nothing after it was deleted by the stream's limits (they delete the
+        oldest messages first, per stream or per subject).
+        """
+        start = max(1, pull.next or 1)
+        subject = f"{self.topic}.{pull.partition}"
+        try:
+            state = (await js.stream_info(self.topic)).state
+        except nats.js.errors.NotFoundError as exc:
+            raise self._no_stream() from exc
+        first, last = state.first_seq, state.last_seq
+        if start > last + 1:
+            raise self._shorter(pull.partition, start, first, last)
+        if first > start:  # the stream's oldest messages, up to first - 1, are gone
+            raise self._deleted(pull.partition, start, first, first, last)
+        if start == first or await self._stored(js, start - 1, None):
+            return
+        # The last message the job read went on its own (a per-subject limit, or deleted by
+        # hand): so may have the partition's following ones, up to its next stored message.
+        following = await self._stored(js, start, subject) or last + 1
+        if following > start:
+            raise self._deleted(pull.partition, start, following, first, last, alone=True)
+
+    async def _stored(self, js: JetStreamContext, seq: int, subject: str | None) -> int | None:
+        """Message ``seq`` if stored (or, with ``subject``, that subject's first from ``seq``)."""
+        try:
+            found = await js.get_msg(self.topic, seq=seq, subject=subject, next=bool(subject))
+        except nats.js.errors.NotFoundError as exc:
+            if exc.err_code == _NO_MESSAGE:
+                return None
+            raise self._no_stream() from exc
+        return found.seq
+
+    def _no_stream(self) -> StreamError:
+        msg = (
+            f"JetStream stream {self.topic!r} does not exist on {self._conn.shown}; create it "
+            "with open_producer(...) or fix the topic name"
+        )
+        return StreamError(msg)
+
+    def _deleted(
+        self,
+        partition: int,
+        start: int,
+        following: int,
+        first: int,
+        last: int,
+        *,
+        alone: bool = False,
+    ) -> StreamError:
+        """The error for a position whose messages up to ``following - 1`` may be deleted.
+
+        ``alone``: the stream still has messages before ``start``, but not the partition's
+        last one the job read (``start - 1``).
+        """
+        held = f"it holds sequences {first} to {last}" if last >= first else "it is empty"
+        span = f"sequences {start} to {following - 1}"
+        if alone:
+            what = (
+                f"sequence {start - 1}, the partition's last message the job read, was "
+                f"deleted (max_msgs_per_subject, or by hand; {held}), and so may have been "
+                f"the partition's messages among {span}, before the job read them"
+            )
+        else:
+            read = (
+                f", and sequence {start - 1}, the partition's last message the job read,"
+                if start > 1
+                else ""
+            )
+            what = (
+                f"{span} ({following - start} messages, of any partition){read} were "
+                f"deleted before the job read them, by the stream's limits (max_age, "
+                f"max_msgs, max_bytes, max_msgs_per_subject) or a purge; {held} now"
+            )
+        msg = (
+            f"JetStream stream {self.topic!r} on {self._conn.shown}, partition {partition} "
+            f"(subject {self.topic}.{partition}): the job is to read from stream sequence "
+            f"{start}, but {what}. JetStream does not say which partition a deleted message "
+            f"was on, so events of this one may be among them (none are if it had none in "
+            f"{span}); the job stops rather than skip them. "
+            f"{_restart_fix(self.topic, 'To go on without them')}. To keep this from "
+            f"happening again, raise the stream's limits (nats stream edit {self.topic}) "
+            f"above what the job can fall behind by"
+        )
+        return StreamError(msg)
+
+    def _shorter(self, partition: int, start: int, first: int, last: int) -> StreamError:
+        held = f"sequences {first} to {last}" if last >= first else "no messages"
+        msg = (
+            f"JetStream stream {self.topic!r} on {self._conn.shown}, partition {partition}: "
+            f"the job is to read from stream sequence {start}, but the stream ends at "
+            f"sequence {last} (it holds {held}): the stream is shorter than the checkpoint: "
+            f"was it deleted and recreated? The job stops rather than skip what the stream "
+            f"holds below sequence {start}. "
+            f"{_restart_fix(self.topic, 'If it was recreated on purpose')}. Otherwise point "
+            f"the job at the stream it was reading"
+        )
+        return StreamError(msg)
 
     async def _release(self, pull: _Pull) -> None:
         """Unsubscribe and delete a partition's consumer (best effort: it may be gone)."""
@@ -417,10 +530,10 @@ class NatsConsumer(StreamConsumer):
         for number, position in sorted(positions.items()):
             pull = self._pulls.get(number)
             if pull is None:
-                self._pulls[number] = _Pull(number, position)
+                self._pulls[number] = _Pull(number, position, checked=position is None)
             elif pull.next != position:
                 await self._release(pull)
-                pull.next = position
+                pull.next, pull.checked = position, position is None
                 pull.buffer.clear()
         await self._with_connection(_nothing)
 
@@ -666,6 +779,16 @@ def _stream_sequence(reply: str) -> int:
     # v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending> (9 tokens);
     # v2 adds <domain>.<account hash> after ACK and a random token at the end.
     return int(tokens[5] if len(tokens) == 9 else tokens[7])
+
+
+def _restart_fix(topic: str, when: str) -> str:
+    """How to restart a job from the earliest positions (as the embedded log words it)."""
+    return (
+        f"{when}, restart the job from the earliest positions: delete its checkpoint (the "
+        f"rows with job = '<pipeline>/{topic}' in the stream_checkpoints, stream_intents and "
+        f"stream_state tables of the metadata database) and run it again; it then reads every "
+        f"partition from its first available sequence"
+    )
 
 
 def _text(exc: BaseException) -> str:

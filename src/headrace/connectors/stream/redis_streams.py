@@ -13,6 +13,15 @@ engine's checkpoint, and entries the server handed to a connection that then dro
 again rather than lost. :meth:`RedisStreamConsumer.commit` acknowledges (``XACK``) the pending
 entries before the engine's positions, so ``XPENDING`` shows how far the engine got.
 
+Entries trimmed before the job read them are never skipped (``XREADGROUP`` itself would go on
+at the next entry still there): before placing the group, and before every read, the consumer
+compares each partition's position with the stream's first entry and last generated id
+(``XINFO STREAM``), and raises :class:`~headrace.errors.StreamError` when the stream was
+trimmed past the position (``XTRIM``, ``XADD MAXLEN`` / ``MINID``) or ends before it (its key
+was deleted and the stream made again). Redis does not keep how many entries a trim removed,
+so when the last entry the job read was trimmed too and the stream's first entry is further
+on, the entries in between (if there were any) are counted as lost.
+
 A dropped connection is retried with backoff (0.1 s doubling to 2 s); a server unreachable
 for ``reconnect_timeout`` seconds raises :class:`~headrace.errors.BrokerError`. Entry ids
 with more than 2**20 entries in one millisecond of one stream cannot be packed; Redis would
@@ -193,6 +202,7 @@ class RedisStreamConsumer(StreamConsumer):
         """Move the group of every owned stream to just before the position to read next."""
         if self._placed:
             return
+        self._check_positions()
         for partition, position in self._next.items():
             key = stream_key(self.topic, partition)
             last = "0-0" if not position else unpack_redis_id(position - 1)
@@ -209,6 +219,7 @@ class RedisStreamConsumer(StreamConsumer):
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
             try:
+                self._check_positions()
                 self._place()
                 reply = self._read(max(1, max_messages), deadline)
             except _DOWN as exc:
@@ -218,6 +229,85 @@ class RedisStreamConsumer(StreamConsumer):
             self._backoff.succeeded()
             if reply or time.monotonic() >= deadline:
                 return self._polled(reply)
+
+    def _check_positions(self) -> None:
+        """Raise StreamError for an owned stream that lost entries at or after its position.
+
+        One ``XINFO STREAM`` per owned stream, pipelined. Trimming deletes the oldest entries,
+        so while the stream's first entry is at or before the last entry the job read,
+        nothing after it is gone.
+        """
+        owned = [(p, position) for p, position in self._next.items() if position]
+        if not owned:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for partition, _ in owned:
+            pipe.xinfo_stream(stream_key(self.topic, partition))
+        replies = pipe.execute(raise_on_error=False)
+        for (partition, position), reply in zip(owned, replies, strict=True):
+            info: dict[str, Any] = {}  # no key (deleted, or never made): nothing generated
+            if not isinstance(reply, redis.ResponseError):
+                info = reply
+            elif "no such key" not in str(reply):
+                key = stream_key(self.topic, partition)
+                raise self._refused(reply, f"XINFO STREAM {key}") from reply
+            last = pack_redis_id(info.get("last-generated-id") or b"0-0")
+            entry = info.get("first-entry")
+            first = pack_redis_id(entry[0]) if entry else None
+            if position - 1 > last:
+                raise self._shorter(partition, position, first, last)
+            if first is None and last >= position:  # all trimmed, ours included
+                raise self._trimmed(partition, position, last + 1, first, last)
+            if first is not None and first > position:
+                raise self._trimmed(partition, position, first, first, last)
+
+    def _trimmed(
+        self, partition: int, position: int, following: int, first: int | None, last: int
+    ) -> StreamError:
+        """The error for a position whose entries before ``following`` were trimmed."""
+        key = stream_key(self.topic, partition)
+        read, gone = unpack_redis_id(position - 1), unpack_redis_id(following - 1)
+        if first is None:
+            what = (
+                f"the stream is empty: its entries up to {unpack_redis_id(last)}, the last "
+                f"one added, were deleted, and with them those after {read}, the last one the "
+                f"job read, before the job read them"
+            )
+        else:
+            what = (
+                f"its first entry is now {unpack_redis_id(first)}: entry {read}, the last "
+                f"one the job read, was deleted, and so were the entries after it up to "
+                f"{gone} before the job read them (if there were any: Redis does not keep "
+                f"how many a trim removed)"
+            )
+        msg = (
+            f"topic {self.topic!r} on {self._shown}, partition {partition} (stream {key}): "
+            f"the job is to read from entry id {unpack_redis_id(position)}, but {what}; the "
+            f"stream was trimmed (XTRIM, XADD MAXLEN or MINID) or its entries or key deleted. "
+            f"The job stops rather than skip them. "
+            f"{_restart_fix(self.topic, 'To go on without them')}. To keep this from "
+            f"happening again, trim the stream less (a larger MAXLEN: maxlen= of the "
+            f"producer, or an older MINID) than what the job can fall behind by"
+        )
+        return StreamError(msg)
+
+    def _shorter(self, partition: int, position: int, first: int | None, last: int) -> StreamError:
+        key = stream_key(self.topic, partition)
+        held = (
+            "it has no entries"
+            if first is None
+            else f"it holds entries {unpack_redis_id(first)} to {unpack_redis_id(last)}"
+        )
+        msg = (
+            f"topic {self.topic!r} on {self._shown}, partition {partition} (stream {key}): "
+            f"the job is to read from entry id {unpack_redis_id(position)}, but the stream's "
+            f"last generated id is {unpack_redis_id(last)} ({held}): the stream is shorter "
+            f"than the checkpoint: was its key deleted (or the server restarted without its "
+            f"data)? The job stops rather than skip what the stream will hold before the "
+            f"checkpoint's id. {_restart_fix(self.topic, 'If the stream was emptied on purpose')}. "
+            f"Otherwise point the job at the Redis database it was reading"
+        )
+        return StreamError(msg)
 
     def _read(self, max_messages: int, deadline: float) -> list[Any]:
         if not self._next:
@@ -354,6 +444,16 @@ class RedisStreamProducer(StreamProducer):
     def close(self) -> None:
         """Close the connection (every send already waited for Redis)."""
         self._client.close()
+
+
+def _restart_fix(topic: str, when: str) -> str:
+    """How to restart a job from the earliest positions (as the embedded log words it)."""
+    return (
+        f"{when}, restart the job from the earliest positions: delete its checkpoint (the "
+        f"rows with job = '<pipeline>/{topic}' in the stream_checkpoints, stream_intents and "
+        f"stream_state tables of the metadata database) and run it again; it then reads every "
+        f"partition from its first entry"
+    )
 
 
 def _pack_all(ids: list[bytes]) -> pl.Series:
