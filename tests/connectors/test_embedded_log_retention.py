@@ -174,8 +174,8 @@ def test_a_consumer_behind_retention_stops_with_the_lost_range(tmp_path: Path) -
         assert "partition 0" in message
         assert f"retention deleted offsets 5 to {first - 1} ({first - 5} events)" in message
         assert f"first available offset is {first}" in message
-        assert "delete its checkpoint" in message
-        assert "job = '<pipeline>/clicks'" in message
+        assert "run `headrace stream reset <pipeline>`" in message
+        assert "job '<pipeline>/clicks'" in message
         assert "raise [stream] retention or retention_bytes" in message
 
         consumer.assign({0: first})  # in time: reads on; then falls behind while polling

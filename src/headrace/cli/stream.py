@@ -1,8 +1,9 @@
-"""``headrace stream produce``: events from a file or stdin into a topic of the project."""
+"""``headrace stream produce`` and ``reset``: events into a topic; a job's checkpoints forgotten."""
 
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from headrace.cli import views
 from headrace.cli.shared import FormatOption, OutputFormat, ProjectOption, err, open_project, out
 from headrace.connectors.log import LogError
+from headrace.core.stream import StreamSource
+from headrace.engines.stream.planner import StreamPlan
+from headrace.project.project import Project
+from headrace.project.stream_job import _stream_of, job_outputs
 from headrace.project.streams import NDJSON, ProducedEvents, TopicWriter, read_events
+from headrace.storage.checkpoints import CheckpointStore
 
 __all__ = ["CHUNK_ROWS", "stream_app"]
 
@@ -20,7 +26,7 @@ CHUNK_ROWS = 50_000
 """Events appended per call: a file larger than this shows a progress bar."""
 
 stream_app = typer.Typer(
-    help="Streams: produce events to a topic, run a pipeline's streaming job.",
+    help="Streams: produce events to a topic, run a pipeline's streaming job or reset it.",
     no_args_is_help=True,
 )
 
@@ -102,3 +108,82 @@ def _partly_produced(exc: LogError, produced: ProducedEvents, total: int) -> Log
         f"appended twice"
     )
     return LogError(msg)
+
+
+@stream_app.command("reset")
+def reset(
+    pipeline: Annotated[
+        str | None, typer.Argument(help="Pipeline (default: the only one).")
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option("--source", help="The stream-fed node (when there are several).")
+    ] = None,
+    partition: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--partition", metavar="N", help="Only this partition (repeatable; default: all)."
+        ),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    project: ProjectOption = None,
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """Forget PIPELINE's streaming checkpoints: its next run reads from the first stored event.
+
+    Deletes the job's checkpoints, intents and window state, of every partition or of the
+    --partition ones; stop the job's workers first. The next `headrace stream run` reads those
+    partitions from the first event the broker still holds, and appends the events it reads
+    again to the job's offline datasets (<topic>__events, <view>__stream, ...) a second time.
+    """
+    proj = open_project(project)
+    chosen = proj.pipeline(pipeline)
+    stream = _stream_of(chosen, source)
+    job = f"{chosen.name}/{stream.topic}"  # as build_job names it
+    datasets = _outputs(proj, chosen.name, stream)
+    which = "every partition" if partition is None else _partitions(partition)
+    if not yes:
+        typer.confirm(
+            f"Forget the checkpoints of stream job {job} ({which})? Its next run reads them "
+            f"from their first stored event and appends what it reads again to "
+            f"{_listed(datasets)}",
+            abort=True,
+            err=True,
+        )
+    interval = proj.settings.stream.checkpoint_interval
+    expiry = timedelta(seconds=max(10.0, 5 * interval))  # how the runtime ages group members
+    store = CheckpointStore(proj.metadata)
+    removed = store.reset(job, None if partition is None else sorted(set(partition)), expiry=expiry)
+    if output is OutputFormat.json:
+        views.print_json(out, {"job": job, "partitions": removed, "datasets": datasets})
+        return
+    if not removed:
+        out.print(f"stream job {job} had no checkpoint ({which}): nothing to forget")
+        return
+    out.print(f"forgot the checkpoints of stream job {job}: {_partitions(removed)}")
+    out.print(
+        f"The next `headrace stream run` reads {'it' if len(removed) == 1 else 'them'} from "
+        f"the first event the broker still holds. Events read again are appended again to "
+        f"{_listed(datasets)}: their rows from before the reset stay, so those events and "
+        f"their results will be there twice."
+    )
+
+
+def _listed(names: list[str]) -> str:
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+
+
+def _partitions(numbers: list[int]) -> str:
+    ordered = sorted(set(numbers))
+    return f"partition{'s' if len(ordered) > 1 else ''} {', '.join(map(str, ordered))}"
+
+
+def _outputs(project: Project, pipeline: str, stream: StreamSource) -> list[str]:
+    """The offline datasets the job appends to: its topic's, and its feature views'."""
+    graph = project.graph(pipeline)
+    below = graph.closure([stream.node], downstream=True) if stream.node in graph else set()
+    feature_views = tuple(
+        n.features for n in graph.nodes if n.features is not None and n.name in below
+    )
+    # Only the names: job_outputs reads the topic and the views of a plan.
+    names = job_outputs(StreamPlan(stream, (), {}, feature_views, {}))
+    return [names.events, *names.views.values(), names.late, names.quarantine]

@@ -16,6 +16,9 @@ since the last one, not the size of the windows; loading concatenates what is le
 
 Group membership (for brokers without their own consumer groups) is a heartbeat row per
 worker; live members share the partitions (see the engine's coordinator).
+
+:meth:`CheckpointStore.reset` forgets a job's checkpoints, intents and state (``headrace
+stream reset``): the job then reads those partitions from the first event the broker holds.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from headrace.errors import StreamError
 from headrace.storage.metadata import MetadataStore
 from headrace.storage.schema import (
     stream_checkpoints,
@@ -251,3 +255,52 @@ class CheckpointStore:
         table = stream_members
         with self.metadata.writing() as c:
             c.execute(table.delete().where(table.c.job == job, table.c.member == member))
+
+    def reset(
+        self,
+        job: str,
+        partitions: Sequence[int] | None = None,
+        *,
+        expiry: timedelta = timedelta(seconds=10),
+    ) -> list[int]:
+        """Forget ``job``'s checkpoints, intents and state (of ``partitions``, default all).
+
+        One transaction; the partitions whose checkpoint it removed, sorted (a partition that
+        had none is not among them). Refused with :class:`~headrace.errors.StreamError` while
+        a live member of the job's group (a heartbeat newer than ``expiry``) holds any of its
+        partitions: that worker would go on from the positions it holds and checkpoint them
+        again.
+        """
+        checkpoints, members = stream_checkpoints, stream_members
+        now = datetime.now(UTC)
+        chosen = [checkpoints.c.job == job]
+        if partitions is not None:
+            chosen.append(checkpoints.c.partition.in_(list(partitions)))
+        with self.metadata.writing() as c:
+            holders = c.execute(
+                sa.select(checkpoints.c.owner, checkpoints.c.partition)
+                .join(
+                    members,
+                    sa.and_(
+                        members.c.job == checkpoints.c.job, members.c.member == checkpoints.c.owner
+                    ),
+                )
+                .where(checkpoints.c.job == job, members.c.heartbeat >= now - expiry)
+                .order_by(checkpoints.c.partition)
+            ).all()
+            if holders:
+                held = ", ".join(f"{r.partition} ({r.owner})" for r in holders)
+                msg = (
+                    f"stream job {job!r} is running: live workers hold its partitions {held}; "
+                    f"stop its workers first (they checkpoint as they stop), then reset it. A "
+                    f"worker that died without stopping counts as live until {expiry} after "
+                    f"its last heartbeat"
+                )
+                raise StreamError(msg)
+            removed = c.execute(sa.select(checkpoints.c.partition).where(*chosen)).scalars().all()
+            for table in (checkpoints, stream_intents, stream_state):
+                where = [table.c.job == job]
+                if partitions is not None:
+                    where.append(table.c.partition.in_(list(partitions)))
+                c.execute(table.delete().where(*where))
+        return sorted(int(p) for p in removed)

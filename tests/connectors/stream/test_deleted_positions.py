@@ -35,7 +35,7 @@ from headrace.connectors.stream.factory import open_consumer, open_producer
 from headrace.errors import StreamError
 from headrace.testing.brokers import SAMPLE_SCHEMA, RecordingRebalance, poll_until, sample_rows
 
-FIX = "delete its checkpoint"
+FIX = "run `headrace stream reset <pipeline>`"
 
 
 def poll_until_error(consumer: StreamConsumer, timeout: float = 20.0) -> str:

@@ -52,6 +52,7 @@ __all__ = [
     "StreamProducer",
     "empty_malformed",
     "pack_redis_id",
+    "restart_fix",
     "unpack_redis_id",
 ]
 
@@ -94,6 +95,23 @@ def pack_redis_id(entry_id: str | bytes) -> int:
 def unpack_redis_id(position: int) -> str:
     """The Redis Streams entry id of a packed position (inverse of :func:`pack_redis_id`)."""
     return f"{position >> _REDIS_SEQ_BITS}-{position & ((1 << _REDIS_SEQ_BITS) - 1)}"
+
+
+def restart_fix(topic: str, when: str, *, first: str = "first available position") -> str:
+    """How to restart the job reading ``topic`` from what it still holds (for a stop message).
+
+    ``when`` opens the sentence; ``first`` names where each partition is then read from, in
+    the broker's words.
+
+    >>> "`headrace stream reset <pipeline>`" in restart_fix("clicks", "To go on")
+    True
+    """
+    return (
+        f"{when}, restart the job from what topic {topic} still holds: stop its workers, run "
+        f"`headrace stream reset <pipeline>` (it forgets the checkpoints of job "
+        f"'<pipeline>/{topic}'; add --source NODE when the pipeline has several streams) and "
+        f"run the job again; it then reads every partition from its {first}"
+    )
 
 
 @dataclass(frozen=True)

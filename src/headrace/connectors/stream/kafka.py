@@ -59,7 +59,13 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from headrace.connectors.stream.base import Polled, Rebalance, StreamConsumer, StreamProducer
+from headrace.connectors.stream.base import (
+    Polled,
+    Rebalance,
+    StreamConsumer,
+    StreamProducer,
+    restart_fix,
+)
 from headrace.connectors.stream.decode import (
     MessagePositions,
     decode_json,
@@ -75,21 +81,13 @@ log = logging.getLogger("headrace.connectors.stream.kafka")
 
 _DOWN = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
 _NO_TOPIC = frozenset({KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC})
+_RESTART_FROM = "first available offset"
+"""Where a job restarted from scratch reads each partition from (see restart_fix)."""
 _FIX = "check that the broker is running and reachable from here (and bootstrap host:port)"
 
 
 def _shown(bootstrap: str) -> str:
     return redact(f"kafka://{bootstrap}")
-
-
-def _restart_fix(topic: str, when: str = "To go on without them") -> str:
-    """How to restart a job from the earliest offsets (as the embedded log words it)."""
-    return (
-        f"{when}, restart the job from the earliest offsets: delete its "
-        f"checkpoint (the rows with job = '<pipeline>/{topic}' in the stream_checkpoints, "
-        f"stream_intents and stream_state tables of the metadata database) and run it "
-        f"again; it then reads every partition from its first available offset"
-    )
 
 
 class KafkaConsumer(StreamConsumer):
@@ -383,7 +381,7 @@ class KafkaConsumer(StreamConsumer):
                 f"and recreated? The job stops rather than skip what the topic holds below "
                 f"offset {offset}"
             )
-            fix = _restart_fix(self.topic, "If it was recreated on purpose")
+            fix = restart_fix(self.topic, "If it was recreated on purpose", first=_RESTART_FROM)
             msg = f"{where}: {what}. {fix}. Otherwise point the job at the topic it was reading"
             return StreamError(msg)
         else:
@@ -393,7 +391,8 @@ class KafkaConsumer(StreamConsumer):
                 f"{marks}. The job stops rather than skip to another offset"
             )
             keep = "Check the topic's retention.ms and retention.bytes"
-        msg = f"{where}: {what}. {_restart_fix(self.topic)}. {keep}"
+        fix = restart_fix(self.topic, "To go on without them", first=_RESTART_FROM)
+        msg = f"{where}: {what}. {fix}. {keep}"
         return StreamError(msg)
 
     def _check_health(self, received: bool) -> None:

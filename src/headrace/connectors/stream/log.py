@@ -8,7 +8,13 @@ from collections.abc import Mapping
 import polars as pl
 
 from headrace.connectors.log import OFFSET_COLUMN, PARTITION_COLUMN, EmbeddedLog, LogError
-from headrace.connectors.stream.base import OFFSET, PARTITION, Polled, StreamConsumer
+from headrace.connectors.stream.base import (
+    OFFSET,
+    PARTITION,
+    Polled,
+    StreamConsumer,
+    restart_fix,
+)
 from headrace.errors import StreamError
 
 __all__ = ["LogConsumer"]
@@ -87,16 +93,13 @@ class LogConsumer(StreamConsumer):
     def _deleted(self, partition: int, position: int, first: int) -> StreamError:
         """The error for a position below the partition's ``first`` offset left by retention."""
         topic = self.log.path.name  # a project's topic is the folder <state>/streams/<topic>
+        fix = restart_fix(topic, "To go on without them", first="first available offset")
         msg = (
             f"topic {topic!r} (embedded log {self.log.path}), partition {partition}: the job "
             f"is to read from offset {position}, but retention deleted offsets {position} to "
             f"{first - 1} ({first - position} events) before it read them; the first "
-            f"available offset is {first}. The job stops rather than skip them. To go on "
-            f"without them, restart the job from the earliest offsets: delete its checkpoint "
-            f"(the rows with job = '<pipeline>/{topic}' in the stream_checkpoints, "
-            f"stream_intents and stream_state tables of the metadata database) and run it "
-            f"again; it then reads every partition from its first available offset. To keep "
-            f"this from happening again, raise [stream] retention or retention_bytes in "
+            f"available offset is {first}. The job stops rather than skip them. {fix}. To "
+            f"keep this from happening again, raise [stream] retention or retention_bytes in "
             f"headrace.toml above what the job can fall behind by"
         )
         return StreamError(msg)

@@ -60,7 +60,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
-from headrace.connectors.stream.base import Polled, StreamConsumer, StreamProducer
+from headrace.connectors.stream.base import Polled, StreamConsumer, StreamProducer, restart_fix
 from headrace.connectors.stream.decode import (
     MessagePositions,
     decode_json,
@@ -88,6 +88,8 @@ _INACTIVE = 300.0
 _WINDOW = 20_000
 """Messages the producer sends before waiting for their acknowledgements."""
 _ACK_WAIT = 10.0
+_RESTART_FROM = "first available sequence"
+"""Where a job restarted from scratch reads each partition from (see restart_fix)."""
 _NO_MESSAGE = 10037
 """JetStream's error code for "no message found" (the subject has none)."""
 _CONNECTION_ERRORS = (
@@ -485,13 +487,14 @@ class NatsConsumer(StreamConsumer):
                 f"deleted before the job read them, by the stream's limits (max_age, "
                 f"max_msgs, max_bytes, max_msgs_per_subject) or a purge; {held} now"
             )
+        fix = restart_fix(self.topic, "To go on without them", first=_RESTART_FROM)
         msg = (
             f"JetStream stream {self.topic!r} on {self._conn.shown}, partition {partition} "
             f"(subject {self.topic}.{partition}): the job is to read from stream sequence "
             f"{start}, but {what}. JetStream does not say which partition a deleted message "
             f"was on, so events of this one may be among them (none are if it had none in "
             f"{span}); the job stops rather than skip them. "
-            f"{_restart_fix(self.topic, 'To go on without them')}. To keep this from "
+            f"{fix}. To keep this from "
             f"happening again, raise the stream's limits (nats stream edit {self.topic}) "
             f"above what the job can fall behind by"
         )
@@ -499,13 +502,14 @@ class NatsConsumer(StreamConsumer):
 
     def _shorter(self, partition: int, start: int, first: int, last: int) -> StreamError:
         held = f"sequences {first} to {last}" if last >= first else "no messages"
+        fix = restart_fix(self.topic, "If it was recreated on purpose", first=_RESTART_FROM)
         msg = (
             f"JetStream stream {self.topic!r} on {self._conn.shown}, partition {partition}: "
             f"the job is to read from stream sequence {start}, but the stream ends at "
             f"sequence {last} (it holds {held}): the stream is shorter than the checkpoint: "
             f"was it deleted and recreated? The job stops rather than skip what the stream "
             f"holds below sequence {start}. "
-            f"{_restart_fix(self.topic, 'If it was recreated on purpose')}. Otherwise point "
+            f"{fix}. Otherwise point "
             f"the job at the stream it was reading"
         )
         return StreamError(msg)
@@ -779,16 +783,6 @@ def _stream_sequence(reply: str) -> int:
     # v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending> (9 tokens);
     # v2 adds <domain>.<account hash> after ACK and a random token at the end.
     return int(tokens[5] if len(tokens) == 9 else tokens[7])
-
-
-def _restart_fix(topic: str, when: str) -> str:
-    """How to restart a job from the earliest positions (as the embedded log words it)."""
-    return (
-        f"{when}, restart the job from the earliest positions: delete its checkpoint (the "
-        f"rows with job = '<pipeline>/{topic}' in the stream_checkpoints, stream_intents and "
-        f"stream_state tables of the metadata database) and run it again; it then reads every "
-        f"partition from its first available sequence"
-    )
 
 
 def _text(exc: BaseException) -> str:

@@ -48,6 +48,7 @@ from headrace.connectors.stream.base import (
     StreamConsumer,
     StreamProducer,
     pack_redis_id,
+    restart_fix,
     unpack_redis_id,
 )
 from headrace.connectors.stream.decode import (
@@ -73,6 +74,8 @@ _MAX_BLOCK = 10.0
 _SOCKET_TIMEOUT = 30.0
 _CHUNK = 10_000
 _DOWN = (redis.ConnectionError, redis.TimeoutError)
+_RESTART_FROM = "first entry"
+"""Where a job restarted from scratch reads each partition from (see restart_fix)."""
 _FIX = "check that the Redis server is running and reachable (redis-cli -u <url> ping)"
 
 
@@ -280,12 +283,13 @@ class RedisStreamConsumer(StreamConsumer):
                 f"{gone} before the job read them (if there were any: Redis does not keep "
                 f"how many a trim removed)"
             )
+        fix = restart_fix(self.topic, "To go on without them", first=_RESTART_FROM)
         msg = (
             f"topic {self.topic!r} on {self._shown}, partition {partition} (stream {key}): "
             f"the job is to read from entry id {unpack_redis_id(position)}, but {what}; the "
             f"stream was trimmed (XTRIM, XADD MAXLEN or MINID) or its entries or key deleted. "
             f"The job stops rather than skip them. "
-            f"{_restart_fix(self.topic, 'To go on without them')}. To keep this from "
+            f"{fix}. To keep this from "
             f"happening again, trim the stream less (a larger MAXLEN: maxlen= of the "
             f"producer, or an older MINID) than what the job can fall behind by"
         )
@@ -298,13 +302,14 @@ class RedisStreamConsumer(StreamConsumer):
             if first is None
             else f"it holds entries {unpack_redis_id(first)} to {unpack_redis_id(last)}"
         )
+        fix = restart_fix(self.topic, "If the stream was emptied on purpose", first=_RESTART_FROM)
         msg = (
             f"topic {self.topic!r} on {self._shown}, partition {partition} (stream {key}): "
             f"the job is to read from entry id {unpack_redis_id(position)}, but the stream's "
             f"last generated id is {unpack_redis_id(last)} ({held}): the stream is shorter "
             f"than the checkpoint: was its key deleted (or the server restarted without its "
             f"data)? The job stops rather than skip what the stream will hold before the "
-            f"checkpoint's id. {_restart_fix(self.topic, 'If the stream was emptied on purpose')}. "
+            f"checkpoint's id. {fix}. "
             f"Otherwise point the job at the Redis database it was reading"
         )
         return StreamError(msg)
@@ -444,16 +449,6 @@ class RedisStreamProducer(StreamProducer):
     def close(self) -> None:
         """Close the connection (every send already waited for Redis)."""
         self._client.close()
-
-
-def _restart_fix(topic: str, when: str) -> str:
-    """How to restart a job from the earliest positions (as the embedded log words it)."""
-    return (
-        f"{when}, restart the job from the earliest positions: delete its checkpoint (the "
-        f"rows with job = '<pipeline>/{topic}' in the stream_checkpoints, stream_intents and "
-        f"stream_state tables of the metadata database) and run it again; it then reads every "
-        f"partition from its first entry"
-    )
 
 
 def _pack_all(ids: list[bytes]) -> pl.Series:
