@@ -419,3 +419,31 @@ def test_redis_position_still_stored_reads_on(
         consumer.close()
     assert rows.filter(pl.col(PARTITION) == 0).height == 25  # ids[25:]
     assert rows.filter(pl.col(PARTITION) == 1).height == 30  # no checkpoint: its first entry on
+
+
+def test_nats_a_quiet_partition_moves_past_the_others_messages(
+    nats_url: str, nats_topic: str
+) -> None:
+    """Other partitions' messages expiring is no loss for a partition that had none."""
+    nats_stream(nats_url, nats_topic, 2, max_msgs=50)
+    nats_publish(nats_url, nats_topic, [0, 0] + [1] * 10)  # 1-2: partition 0; 3-12: 1
+    consumer = nats_consumer(nats_url, nats_topic, {0: None, 1: None})
+    try:
+        rows, _, following = poll_until(consumer, 12)
+        assert rows.height == 12
+        deadline = time.monotonic() + 10
+        while following.get(0, 0) < 13 and time.monotonic() < deadline:
+            following.update(consumer.poll(500, 0.3).next_positions)  # empty: quiet check
+    finally:
+        consumer.close()
+    assert following == {0: 13, 1: 13}  # partition 0 moved past partition 1's messages
+    nats_publish(nats_url, nats_topic, [1] * 45)  # 13-57: the stream keeps 8 to 57
+    with pytest.raises(StreamError, match="stream sequence 3"):  # where it stood unmoved
+        nats_consumer(nats_url, nats_topic, {0: 3, 1: 13})
+    consumer = nats_consumer(nats_url, nats_topic, {0: 13, 1: 13})
+    try:
+        rows, _, _ = poll_until(consumer, 45)
+    finally:
+        consumer.close()
+    assert rows.filter(pl.col(PARTITION) == 1)[OFFSET].to_list() == list(range(13, 58))
+    assert rows.filter(pl.col(PARTITION) == 0).height == 0

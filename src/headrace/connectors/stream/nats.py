@@ -24,7 +24,10 @@ position the engine gave, the consumer checks it against the stream's state and 
 the stream ends before it (deleted and recreated). JetStream does not say which subject a
 deleted message was on, so when the deleted sequences lie between the partition's last read
 message (deleted too) and its next one, the consumer cannot tell whether any were the
-partition's: it stops rather than guess.
+partition's: it stops rather than guess. To keep that for real gaps, a quiet partition's
+position moves up, on empty polls (once a second), to the stream sequence its consumer has
+scanned past with nothing of its own pending: other partitions' messages expiring later is
+then no alarm.
 
 Connections are headrace's to restore: when one drops, the next poll reconnects with backoff
 (0.1 s doubling to 2 s) and re-creates each partition's consumer at the position after the
@@ -82,6 +85,8 @@ _FIRST_DELAY, _MAX_DELAY = 0.1, 2.0
 _PULL_EXPIRES = 5.0
 """Seconds a pull request waits on the server for messages before it answers 408."""
 _GRACE = 2.0
+_QUIET_EVERY = 1.0
+"""Seconds between checks that move quiet partitions' positions forward (on empty polls)."""
 """Seconds past a pull request's expiry without any answer before its consumer is re-made."""
 _INACTIVE = 300.0
 """Seconds the server keeps an ephemeral consumer nobody pulls from."""
@@ -260,6 +265,8 @@ class _Pull:
     answered: bool = True
     subscription: Subscription | None = None
     buffer: deque[tuple[int, bytes]] = field(default_factory=deque)
+    received: int = 0
+    """Messages the current consumer delivered that arrived here."""
 
 
 class NatsConsumer(StreamConsumer):
@@ -284,6 +291,7 @@ class NatsConsumer(StreamConsumer):
         self._generation = 0
         self._inbox = ""
         self._wake: asyncio.Event | None = None
+        self._quiet_at = 0.0
         try:
             self._loop.run(self._start())
         except BaseException:
@@ -306,6 +314,10 @@ class NatsConsumer(StreamConsumer):
         """Up to ``max_messages`` messages of the owned partitions (reconnecting if needed)."""
         values, partitions, offsets = self._loop.run(self._poll(max(1, max_messages), timeout))
         rows, malformed = decode_json(values, MessagePositions(partitions, offsets), self.schema)
+        if not values and time.monotonic() - self._quiet_at >= _QUIET_EVERY:
+            self._quiet_at = time.monotonic()
+            moved = self._loop.run(self._with_connection(self._quiet_moves))
+            return Polled(rows, moved, malformed)
         following: dict[int, int] = {}
         for partition, offset in zip(partitions, offsets, strict=True):
             following[partition] = offset + 1
@@ -388,7 +400,7 @@ class NatsConsumer(StreamConsumer):
         self._generation += 1
         pull.generation = self._generation
         pull.buffer.clear()
-        pull.waiting, pull.answered = 0, True
+        pull.waiting, pull.answered, pull.received = 0, True, 0
         # JetStream delivers messages under their own subject (the partition's), so the
         # reply inbox is told apart by its subscription: one per partition and generation.
         pull.subscription = await client.subscribe(
@@ -580,6 +592,33 @@ class NatsConsumer(StreamConsumer):
             )
             pull.waiting, pull.answered, pull.expires_at = share, False, now + _PULL_EXPIRES
 
+    async def _quiet_moves(self) -> dict[int, int]:
+        """Move each quiet partition's position up to where its consumer has looked.
+
+        Sequences are stream-wide, so a partition without new messages would otherwise keep
+        a position below other partitions' messages, and the stream's limits deleting those
+        would look, at the next start, like deleted messages of its own. A partition's
+        consumer reports the stream sequence it has scanned up to (skipping the others'
+        messages); with nothing of the partition pending and every message it delivered
+        arrived and handed over, nothing of the partition at or below it is unread.
+        """
+        client = self._conn.client
+        assert client is not None
+        js = client.jetstream()
+        moved: dict[int, int] = {}
+        for pull in self._pulls.values():
+            if pull.buffer or pull.consumer is None or not pull.checked:
+                continue
+            info = await js.consumer_info(self.topic, pull.consumer)
+            seen = info.delivered
+            if seen is None or info.num_pending or pull.buffer:
+                continue
+            if seen.consumer_seq != pull.received or not seen.stream_seq:
+                continue  # delivered messages still on their way
+            if seen.stream_seq + 1 > (pull.next or 1):
+                pull.next = moved[pull.partition] = seen.stream_seq + 1
+        return moved
+
     async def _at_end(self) -> bool:
         client = self._conn.client
         assert client is not None
@@ -623,6 +662,7 @@ class NatsConsumer(StreamConsumer):
         if status is None:
             pull.buffer.append((_stream_sequence(message.reply), message.data))
             pull.waiting -= 1
+            pull.received += 1
         elif status == "503":  # no responders: the consumer is gone (server restart, expiry)
             pull.consumer, pull.waiting = None, 0
         elif status != "100":  # 404/408: no (more) messages; 409: request limits
