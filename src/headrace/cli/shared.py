@@ -38,6 +38,10 @@ ProjectOption = Annotated[
     Path | None,
     typer.Option("--project", "-p", help="Project folder (default: here or the nearest above)."),
 ]
+PipelineArgument = Annotated[str | None, typer.Argument(help="Pipeline (default: the only one).")]
+SourceOption = Annotated[
+    str | None, typer.Option("--source", help="The stream-fed node (when there are several).")
+]
 FormatOption = Annotated[
     OutputFormat, typer.Option("--format", "-f", help="table for people, json for scripts.")
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -11,12 +10,21 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from headrace.cli import views
-from headrace.cli.shared import FormatOption, OutputFormat, ProjectOption, err, open_project, out
+from headrace.cli.shared import (
+    FormatOption,
+    OutputFormat,
+    PipelineArgument,
+    ProjectOption,
+    SourceOption,
+    err,
+    open_project,
+    out,
+)
 from headrace.connectors.log import LogError
 from headrace.core.stream import StreamSource
-from headrace.engines.stream.planner import StreamPlan
+from headrace.engines.stream.runtime import member_expiry
 from headrace.project.project import Project
-from headrace.project.stream_job import _stream_of, job_outputs
+from headrace.project.stream_job import job_name, job_outputs, stream_of
 from headrace.project.streams import NDJSON, ProducedEvents, TopicWriter, read_events
 from headrace.storage.checkpoints import CheckpointStore
 
@@ -112,12 +120,8 @@ def _partly_produced(exc: LogError, produced: ProducedEvents, total: int) -> Log
 
 @stream_app.command("reset")
 def reset(
-    pipeline: Annotated[
-        str | None, typer.Argument(help="Pipeline (default: the only one).")
-    ] = None,
-    source: Annotated[
-        str | None, typer.Option("--source", help="The stream-fed node (when there are several).")
-    ] = None,
+    pipeline: PipelineArgument = None,
+    source: SourceOption = None,
     partition: Annotated[
         list[int] | None,
         typer.Option(
@@ -137,8 +141,8 @@ def reset(
     """
     proj = open_project(project)
     chosen = proj.pipeline(pipeline)
-    stream = _stream_of(chosen, source)
-    job = f"{chosen.name}/{stream.topic}"  # as build_job names it
+    stream = stream_of(chosen, source)
+    job = job_name(chosen.name, stream)
     datasets = _outputs(proj, chosen.name, stream)
     which = "every partition" if partition is None else _partitions(partition)
     if not yes:
@@ -149,8 +153,7 @@ def reset(
             abort=True,
             err=True,
         )
-    interval = proj.settings.stream.checkpoint_interval
-    expiry = timedelta(seconds=max(10.0, 5 * interval))  # how the runtime ages group members
+    expiry = member_expiry(proj.settings.stream.checkpoint_interval)
     store = CheckpointStore(proj.metadata)
     removed = store.reset(job, None if partition is None else sorted(set(partition)), expiry=expiry)
     if output is OutputFormat.json:
@@ -184,6 +187,5 @@ def _outputs(project: Project, pipeline: str, stream: StreamSource) -> list[str]
     feature_views = tuple(
         n.features for n in graph.nodes if n.features is not None and n.name in below
     )
-    # Only the names: job_outputs reads the topic and the views of a plan.
-    names = job_outputs(StreamPlan(stream, (), {}, feature_views, {}))
+    names = job_outputs(stream, feature_views)
     return [names.events, *names.views.values(), names.late, names.quarantine]

@@ -12,7 +12,16 @@ from rich.live import Live
 from rich.table import Table
 
 from headrace.cli import views
-from headrace.cli.shared import FormatOption, OutputFormat, ProjectOption, err, open_project, out
+from headrace.cli.shared import (
+    FormatOption,
+    OutputFormat,
+    PipelineArgument,
+    ProjectOption,
+    SourceOption,
+    err,
+    open_project,
+    out,
+)
 from headrace.engines.stream.runtime import JobStats, StreamOptions
 from headrace.project.stream_job import build_job
 
@@ -34,12 +43,8 @@ def _table(stats: JobStats, describe: str) -> Table:
 
 
 def run(
-    pipeline: Annotated[
-        str | None, typer.Argument(help="Pipeline (default: the only one).")
-    ] = None,
-    source: Annotated[
-        str | None, typer.Option("--source", help="The stream-fed node (when there are several).")
-    ] = None,
+    pipeline: PipelineArgument = None,
+    source: SourceOption = None,
     view: Annotated[
         list[str] | None, typer.Option("--view", help="Only these feature views (repeatable).")
     ] = None,

@@ -14,7 +14,7 @@ Checkpoints live in the metadata database (``stream_checkpoints``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import polars as pl
@@ -25,7 +25,7 @@ from headrace.core.contract import Contract, Level
 from headrace.core.features import FeatureView
 from headrace.core.pipeline import Pipeline
 from headrace.core.stream import StreamSource
-from headrace.engines.stream.planner import StreamPlan, plan_stream
+from headrace.engines.stream.planner import plan_stream
 from headrace.engines.stream.runtime import JobStats, Outputs, StreamJob, StreamOptions
 from headrace.errors import StreamError
 from headrace.project.online import newest_rows, write_newest
@@ -99,7 +99,8 @@ def _kind(dtype: pl.DataType) -> str:
     return "str"
 
 
-def _stream_of(pipeline: Pipeline, node: str | None) -> StreamSource:
+def stream_of(pipeline: Pipeline, node: str | None) -> StreamSource:
+    """The stream of ``pipeline`` fed to ``node`` (None: its only one)."""
     streams = pipeline.streams
     if not streams:
         msg = (
@@ -122,14 +123,19 @@ def _stream_of(pipeline: Pipeline, node: str | None) -> StreamSource:
     return streams[node]
 
 
-def job_outputs(plan: StreamPlan) -> Outputs:
-    """The offline datasets a job over ``plan`` appends to."""
-    topic = plan.stream.topic.replace(".", "_").replace("-", "_")
+def job_name(pipeline: str, stream: StreamSource) -> str:
+    """The name a job's checkpoints are kept under: ``<pipeline>/<topic>``."""
+    return f"{pipeline}/{stream.topic}"
+
+
+def job_outputs(stream: StreamSource, views: Sequence[FeatureView]) -> Outputs:
+    """The offline datasets a job over ``stream`` computing ``views`` appends to."""
+    topic = stream.topic.replace(".", "_").replace("-", "_")
     return Outputs(
         events=f"{topic}__events",
         late=f"{topic}__late",
         quarantine=f"{topic}__quarantine",
-        views={v.name: f"{v.name}__stream" for v in plan.views},
+        views={v.name: f"{v.name}__stream" for v in views},
     )
 
 
@@ -167,7 +173,7 @@ def build_job(
     """A ready-to-run streaming job for ``pipeline``'s stream (see the module docs)."""
     chosen = pipeline if isinstance(pipeline, Pipeline) else project.pipeline(pipeline)
     graph = project.graph(chosen)
-    stream = _stream_of(chosen, source)
+    stream = stream_of(chosen, source)
     schema = dict(stream.schema) or _log_schema(project, stream)
     plan = plan_stream(graph, stream, schema, views=views)
     features = project.features
@@ -175,14 +181,14 @@ def build_job(
     versions = {v.name: features.registry.register_view(v).version for v in plan.views}
     settings = project.settings.stream
     return StreamJob(
-        f"{chosen.name}/{stream.topic}",
+        job_name(chosen.name, stream),
         plan,
         lambda job: _consumer(project, stream, job),
         validator=_Validator(),
         online=_Online(features.online_store, versions) if plan.views else None,
         offline=_Offline(project),
         checkpoints=CheckpointStore(project.metadata),
-        outputs=job_outputs(plan),
+        outputs=job_outputs(plan.stream, plan.views),
         options=options
         or StreamOptions(
             checkpoint_interval=settings.checkpoint_interval,

@@ -64,7 +64,7 @@ def _written(project: hr.Project, job: StreamJob) -> dict[str, Any]:
             sa.select(sa.func.count()).where(stream_state.c.job == job.name)
         ).scalar_one()
         intended = sorted(tuple(r) for r in intents.all())
-    outputs = job_outputs(job.plan)
+    outputs = job_outputs(job.plan.stream, job.plan.views)
     names = [outputs.events, outputs.late, outputs.quarantine, *outputs.views.values()]
     return {
         "checkpoints": {

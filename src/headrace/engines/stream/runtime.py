@@ -135,7 +135,7 @@ class StreamJob:
         self._pending: dict[str, list[pl.DataFrame]] = {}
         self._carry: Polled | None = None
         self.member = options.member or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._expiry = timedelta(seconds=max(10.0, 5 * options.checkpoint_interval))
+        self._expiry = member_expiry(options.checkpoint_interval)
         self._all: list[int] = []
         self._writer = _Writer(online)
         self._arrived: dict[int, float] = {}
@@ -787,6 +787,11 @@ def _view_rows(view: FeatureView, rows: pl.DataFrame) -> pl.DataFrame:
 
 _REPLACED = 2**62
 """An expiry past every saved row: the checkpoint saves a partition's whole state."""
+
+
+def member_expiry(checkpoint_interval: float) -> timedelta:
+    """How long a group member without a heartbeat (one per checkpoint) counts as alive."""
+    return timedelta(seconds=max(10.0, 5 * checkpoint_interval))
 
 
 def _micros(stamp: datetime) -> int:
