@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from _services import unavailable
+
 POSTGRES_ADMIN_URL = os.environ.get(
     "HEADRACE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -28,10 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _service_unavailable(name: str, why: str, setting: str = "HEADRACE_TEST_POSTGRES_URL") -> None:
-    message = f"{name} is not reachable ({why})"
-    if os.environ.get("HEADRACE_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{message}; HEADRACE_REQUIRE_SERVICES=1 demands it", pytrace=False)
-    pytest.skip(f"{message}; start it or set {setting}")
+    unavailable(f"{name} is not reachable ({why})", f"start it or set {setting}")
 
 
 @pytest.fixture(scope="session")

